@@ -1,0 +1,1 @@
+"""The medverse command line: thin parsers over public functions."""

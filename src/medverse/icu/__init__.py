@@ -1,0 +1,1 @@
+"""ICU vital-sign streams and deterioration scores."""

@@ -1,0 +1,1 @@
+"""The Predictor: a Volume in, labels and a measured report out."""

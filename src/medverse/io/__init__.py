@@ -1,0 +1,1 @@
+"""Reading and writing images: DICOM series, NIfTI, de-identification, DICOM SEG, meshes."""

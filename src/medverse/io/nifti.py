@@ -1,0 +1,104 @@
+"""NIfTI read and write that keep the affine: a Volume in, a Volume out."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medverse.core.errors import InputError, NiftiError
+from medverse.core.volume import LabelMap, Volume
+from medverse.io.atomic import atomic_path
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: str | Path) -> bool:
+    """Return True if the file name ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a 3D NIfTI file (a trailing singleton 4th axis is dropped).
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` file.
+
+    Returns:
+        The Volume, its affine taken from the sform (or qform) as nibabel resolves it.
+
+    Raises:
+        InputError: If the file does not exist.
+        NiftiError: If the header or data is broken, or the image is not 3D.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    try:
+        image = nib.load(str(path))
+        array = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]
+        affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
+    except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError, zlib.error) as e:
+        raise NiftiError(f"not a readable NIfTI image ({_short(e)})", path) from None
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise NiftiError(f"expected a 3D image, found shape {tuple(array.shape)}", path)
+    if min(array.shape) < 1 or not np.all(np.isfinite(affine)):
+        raise NiftiError("header describes an empty grid or a non-finite affine", path)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise NiftiError("header affine is singular (zero voxel size)", path)
+    return Volume(array=array, affine=affine, meta={"source": str(path)})
+
+
+def read_nifti_labels(path: str | Path, labels: dict[int, str] | None = None) -> LabelMap:
+    """Read a NIfTI label map; non-integer data that holds only whole numbers is accepted.
+
+    Args:
+        path: A ``.nii``/``.nii.gz`` file with integer labels.
+        labels: Names for the label values; defaults to ``label_<v>`` for each value present.
+
+    Raises:
+        NiftiError: If the voxels are not whole numbers.
+    """
+    volume = read_nifti(path)
+    array = volume.array
+    if not np.issubdtype(array.dtype, np.integer):
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise NiftiError("label map holds non-integer values", path)
+        array = rounded.astype(np.int32)
+    if array.min() < 0:
+        raise NiftiError("label map holds negative values", path)
+    array = array.astype(np.uint8 if array.max() < 256 else np.uint16)
+    if labels is None:
+        labels = {int(v): f"label_{int(v)}" for v in np.unique(array) if v != 0}
+    return LabelMap(array=array, affine=volume.affine, meta=volume.meta, labels=labels)
+
+
+def write_nifti(volume: Volume, path: str | Path) -> Path:
+    """Write a Volume as NIfTI with its affine as both sform and qform, atomically.
+
+    Args:
+        volume: The image or label map.
+        path: Target ``.nii`` or ``.nii.gz`` path.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise InputError("output must end in .nii or .nii.gz", path)
+    image = nib.Nifti1Image(np.asarray(volume.array), volume.affine)
+    image.set_sform(volume.affine, code=1)
+    image.set_qform(volume.affine, code=1)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return path
+
+
+def _short(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__

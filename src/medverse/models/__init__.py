@@ -1,0 +1,1 @@
+"""Network factory, losses, checkpoint format and export."""

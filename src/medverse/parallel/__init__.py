@@ -1,0 +1,1 @@
+"""torch.distributed helpers (DDP set-up, partitioning)."""

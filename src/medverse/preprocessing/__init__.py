@@ -1,0 +1,1 @@
+"""Dataset fingerprint, plan, MONAI transform chains and resampling."""

@@ -1,0 +1,1 @@
+"""Soft-tissue simulation on organ meshes."""

@@ -1,0 +1,1 @@
+"""The explicit training loop, data loading and metrics."""
