@@ -1,4 +1,4 @@
-"""The medverse error hierarchy: every message names the file (when there is one) and the problem."""
+"""The medverse error hierarchy: messages name the file (when there is one) and the problem."""
 
 from __future__ import annotations
 

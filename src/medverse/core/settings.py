@@ -1,4 +1,4 @@
-"""Settings: one validated object, the only place environment variables (``MEDVERSE_*``) are read."""
+"""Settings: one validated object, the only place ``MEDVERSE_*`` environment variables are read."""
 
 from __future__ import annotations
 
