@@ -37,3 +37,32 @@ def test_non_nifti_bytes_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(NiftiError) as info:
         read_nifti(bad)
     assert str(bad) in info.value.one_line()
+
+
+def _corrupt_header(tmp_path: Path, offset: int, value: bytes) -> Path:
+    """Copy a real hippocampus image uncompressed and overwrite header bytes."""
+    image = nib.load(HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz")
+    plain = tmp_path / "case.nii"
+    nib.save(image, plain)
+    data = bytearray(plain.read_bytes())
+    data[offset : offset + len(value)] = value
+    plain.write_bytes(bytes(data))
+    return plain
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [
+        (70, (999).to_bytes(2, "little")),  # datatype code no reader knows
+        (42, (30000).to_bytes(2, "little") * 3),  # dims far larger than the file
+    ],
+    ids=["garbage-datatype", "huge-dimensions"],
+)
+def test_broken_headers_give_one_clear_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], offset: int, value: bytes
+) -> None:
+    broken = _corrupt_header(tmp_path, offset, value)
+    with pytest.raises(NiftiError) as info:
+        read_nifti(broken)
+    assert str(broken) in info.value.one_line()
+    assert capfd.readouterr().err == ""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +16,38 @@ from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOXELS = 2_000_000_000  # refuse headers that claim more voxels than any scanner makes
+_READ_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    ValueError,
+    TypeError,
+    OSError,
+    EOFError,
+    MemoryError,
+    zlib.error,
+)
+
+
+@contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's own stderr messages (we raise one clear error instead)."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_header_size(image: object, path: Path) -> None:
+    """Refuse a header whose dimensions are impossible before any data is read."""
+    shape = tuple(int(n) for n in getattr(image, "shape", ()))
+    if any(n < 1 for n in shape):
+        raise NiftiError(f"header has a non-positive dimension {shape}", path)
+    if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+        raise NiftiError(f"header claims an impossible size {shape}", path)
 
 
 def is_nifti_path(path: str | Path) -> bool:
@@ -37,10 +72,14 @@ def read_nifti(path: str | Path) -> Volume:
     if not path.is_file():
         raise InputError("file not found", path)
     try:
-        image = nib.load(str(path))
-        array = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]
-        affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
-    except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError, zlib.error) as e:
+        with _quiet_nibabel():
+            image = nib.load(str(path))
+            _check_header_size(image, path)
+            array = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]
+            affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
+    except NiftiError:
+        raise
+    except _READ_ERRORS as e:
         raise NiftiError(f"not a readable NIfTI image ({_short(e)})", path) from None
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]

@@ -1,0 +1,143 @@
+"""DICOM pixel decoding: frames of files into one stack, rescaled to real-world values."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from medverse.core.errors import DicomError
+from medverse.io.dicom_geometry import Frame
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read_stack(frames: Sequence[Frame]) -> np.ndarray:
+    """Decode the frames into a ``(k, rows, columns)`` array of stored pixel values.
+
+    Each file is read and decoded once, however many of its frames are used.
+
+    Args:
+        frames: Frames in the wanted k order.
+
+    Raises:
+        DicomError: Naming the file whose pixel data is missing, truncated or undecodable.
+    """
+    first = frames[0]
+    stack: np.ndarray | None = None
+    by_file: dict[Path, list[int]] = {}
+    for k, frame in enumerate(frames):
+        by_file.setdefault(frame.path, []).append(k)
+    for path, ks in by_file.items():
+        pixels = decode_file(path)
+        if stack is None:
+            stack = np.empty((len(frames), first.rows, first.columns), dtype=pixels.dtype)
+        if pixels.shape[1:] != stack.shape[1:]:
+            raise DicomError(
+                f"pixel data is {pixels.shape[1]}x{pixels.shape[2]} but the series is "
+                f"{first.rows}x{first.columns}",
+                path,
+            )
+        if pixels.dtype != stack.dtype:
+            stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
+        for k in ks:
+            index = frames[k].index
+            if index >= pixels.shape[0]:
+                raise DicomError(f"frame {index + 1} is missing from the pixel data", path)
+            stack[k] = pixels[index]
+    assert stack is not None
+    return stack
+
+
+def decode_file(path: Path) -> np.ndarray:
+    """Read one file and return its pixel data as ``(frames, rows, columns)``.
+
+    Raises:
+        DicomError: If the file cannot be parsed, has no pixel data, is truncated, uses a
+            transfer syntax no installed decoder handles, or is a colour image.
+    """
+    # pydicom converts values lazily and warns about odd ones on access: keep stderr clean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _decode(path)
+        except DicomError:
+            raise
+        # A damaged header makes pydicom raise many types when a value is first converted.
+        except Exception as error:
+            raise DicomError(f"is unreadable or damaged ({_short(error)})", path) from None
+
+
+def _decode(path: Path) -> np.ndarray:
+    ds = _read_full(path)
+    if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
+        raise DicomError("has no pixel data (file truncated or not an image)", path)
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomError(
+            f"is a colour image ({ds.get('PhotometricInterpretation', '?')}); "
+            "only greyscale volumes are supported",
+            path,
+        )
+    try:
+        pixels = ds.pixel_array
+    # Decoders (numpy, pylibjpeg, openjpeg, ...) raise many unrelated types on broken data.
+    except Exception as error:
+        raise DicomError(_decode_problem(ds, error), path) from None
+    expected_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if pixels.ndim == 2:
+        pixels = pixels[np.newaxis]
+    if pixels.ndim != 3 or pixels.shape[0] != expected_frames:
+        raise DicomError(
+            f"pixel data has shape {pixels.shape}, expected {expected_frames} frame(s)", path
+        )
+    return pixels
+
+
+def _read_full(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path, force=False)
+    except InvalidDicomError:
+        raise DicomError("is not a DICOM file", path) from None
+    except Exception as error:  # pydicom raises many types on damaged files
+        raise DicomError(f"is unreadable or truncated ({_short(error)})", path) from None
+
+
+def _decode_problem(ds: Dataset, error: BaseException) -> str:
+    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+    name = getattr(syntax, "name", str(syntax))
+    text = _short(error)
+    if "missing" in text.lower() and ("plugin" in text.lower() or "decod" in text.lower()):
+        return (
+            f"pixel data cannot be decoded: no installed decoder for {name} "
+            "(pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg)"
+        )
+    return f"pixel data is truncated or corrupt ({name}: {text})"
+
+
+def rescale(stack: np.ndarray, frames: Sequence[Frame]) -> np.ndarray:
+    """Apply each frame's RescaleSlope/Intercept (CT comes out in HU).
+
+    Stored values are kept as they are when every slope is 1 and every intercept 0; otherwise
+    the result is float32, computed slice by slice in float64 for accuracy.
+
+    Args:
+        stack: ``(k, rows, columns)`` stored values, in the order of ``frames``.
+        frames: The frames, carrying slope and intercept.
+    """
+    slopes = np.array([f.slope for f in frames], dtype=np.float64)
+    intercepts = np.array([f.intercept for f in frames], dtype=np.float64)
+    if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
+        return stack
+    out = np.empty(stack.shape, dtype=np.float32)
+    for k in range(stack.shape[0]):
+        out[k] = stack[k].astype(np.float64) * slopes[k] + intercepts[k]
+    return out
+
+
+def _short(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__

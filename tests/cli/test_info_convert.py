@@ -1,0 +1,81 @@
+"""``medverse info`` and ``medverse convert`` on the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medverse.cli.main import main
+from medverse.io.dicom import read_series, scan_folder
+from medverse.io.nifti import read_nifti
+from tests.conftest import CT_SERIES, DCMQI, HIPPOCAMPUS, MR_STUDY
+
+
+def test_info_lists_the_five_series_of_the_brain_study(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(MR_STUDY)]) == 0
+    out, err = capsys.readouterr()
+    assert "5 series in 1 study" in out
+    for series in scan_folder(MR_STUDY):
+        assert series.series_uid in out  # whole UIDs, never cut by the table
+        assert series.description in out
+    assert "320 x 280 x 22" in out and "50 x 34 x 40" in out
+    assert "0.6875 x 0.6875 x 6.5" in out
+    assert out.count("image volume") == 5
+    assert "1 file(s) skipped (not DICOM)" in out  # SOURCE.md
+    assert err == ""
+
+
+def test_info_marks_seg_and_sr_as_non_image(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(DCMQI)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.count("non-image object (SEG)") == 2
+    assert out.count("non-image object (SR)") == 1
+    assert out.count("image volume") == 1
+    assert "4 file(s) skipped (not DICOM)" in out
+
+
+def test_convert_dicom_keeps_voxels_and_affine(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    output = tmp_path / "ct.nii.gz"
+    assert main(["convert", str(CT_SERIES), str(output)]) == 0
+    out, _ = capsys.readouterr()
+    assert f"wrote {output}" in out and "512 x 512 x 20" in out
+    expected = read_series(CT_SERIES)
+    image = nib.load(str(output))
+    np.testing.assert_allclose(image.affine, expected.affine, atol=1e-4)
+    assert np.array_equal(np.asanyarray(image.dataobj), expected.array)
+    assert int(image.header["sform_code"]) == 1
+
+
+def test_convert_with_series_key_from_info(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    hippo = next(s for s in scan_folder(MR_STUDY) if s.description == "HippoCrop")
+    output = tmp_path / "hippo.nii"
+    assert main(["convert", str(MR_STUDY), str(output), "--series", hippo.key]) == 0
+    volume = read_nifti(output)
+    assert volume.shape == (34, 50, 40)
+    assert volume.array.dtype == np.int16
+
+
+def test_convert_nifti_to_nifti_keeps_the_affine(tmp_path: Path) -> None:
+    source = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
+    output = tmp_path / "copy.nii.gz"
+    assert main(["convert", str(source), str(output)]) == 0
+    original, copy = read_nifti(source), read_nifti(output)
+    np.testing.assert_allclose(copy.affine, original.affine, atol=1e-5)
+    assert np.array_equal(copy.array, original.array)
+
+
+def test_unknown_series_uid_lists_what_is_there(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    output = tmp_path / "x.nii.gz"
+    assert main(["convert", str(MR_STUDY), str(output), "--series", "1.2.3"]) == 2
+    _, err = capsys.readouterr()
+    assert "holds no series 1.2.3" in err and "T1post" in err
+    assert not output.exists()
