@@ -1,0 +1,199 @@
+"""The Python API of segmentation: an image file in, the output bundle on disk out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from medverse.core.errors import InputError
+from medverse.core.volume import LabelMap, Volume
+from medverse.inference.outputs import OutputPaths, write_outputs
+from medverse.inference.predictor import Predictor
+from medverse.inference.report import Report, measure
+from medverse.io.dicom import read_image
+from medverse.models.checkpoint import LoadedModel, load_checkpoint
+from medverse.preprocessing.plan import Plan
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What a segmentation produced.
+
+    Attributes:
+        labels: The label map on the input's native grid.
+        report: The measurements written to ``report.json``.
+        outputs: The files written.
+        seconds: Wall time of each step (``read``, ``model``, ``predict``, ``write``).
+    """
+
+    labels: LabelMap
+    report: Report
+    outputs: OutputPaths
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def files(self) -> list[Path]:
+        """All written files, in bundle order (as ``outputs.files()``)."""
+        return self.outputs.files()
+
+
+class _Step(Protocol):
+    def __call__(self, name: str, description: str) -> AbstractContextManager[None]: ...
+
+
+def segment(
+    input_path: str | Path,
+    *,
+    model_path: str | Path,
+    out_dir: str | Path,
+    series_uid: str | None = None,
+    device: str = "auto",
+    overlap: float = 0.5,
+    mirror_tta: bool = False,
+    progress: bool = True,
+) -> SegmentResult:
+    """Segment a DICOM series or NIfTI image with a checkpoint and write the output bundle.
+
+    The bundle in ``out_dir``: ``labels.nii.gz``, ``seg.dcm`` (DICOM input only),
+    ``meshes.glb``, ``report.json`` and ``overview.png``; on any failure ``out_dir`` is left
+    as it was.
+
+    Args:
+        input_path: A DICOM folder or file, or a ``.nii``/``.nii.gz`` file.
+        model_path: A checkpoint written by ``save_checkpoint``.
+        out_dir: Output folder, created if needed.
+        series_uid: Which series to read when a DICOM folder holds several.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        overlap: Sliding-window overlap in [0, 1); more is smoother and slower.
+        mirror_tta: Average over 8 mirrorings (8x the compute).
+        progress: Show the steps on stderr.
+
+    Returns:
+        The labels, the report and the written paths.
+
+    Raises:
+        MedverseError: For a missing or bad input, checkpoint or option (one-line message).
+    """
+    seconds: dict[str, float] = {}
+    with _progress(progress, seconds) as step:
+        with step("model", "loading the model"):
+            model = load_checkpoint(model_path, map_location="cpu")
+        with step("read", "reading the image"):
+            image = read_image(input_path, series_uid)
+        check_modality(image, model.plan, input_path)
+        predictor = Predictor(model, device=device, overlap=overlap, mirror_tta=mirror_tta)
+        with step("predict", f"segmenting on {predictor.device}"):
+            labels = predictor.predict(image)
+        report = measure(labels, source=image).model_copy(
+            update={"model": _model_info(model, model_path, predictor)}
+        )
+        with step("write", "writing labels, SEG, meshes, report, overview"):
+            outputs = write_outputs(
+                image,
+                labels,
+                out_dir,
+                source_is_dicom=is_dicom(image),
+                report=report,
+                modality=str(model.plan.modality),
+                algorithm_name=f"medverse {model.plan.preset}",
+            )
+    return SegmentResult(labels, report, outputs, seconds)
+
+
+def export_labels(
+    image: Volume,
+    labels: LabelMap,
+    out_dir: str | Path,
+    *,
+    source_is_dicom: bool | None = None,
+    algorithm_name: str = "medverse reference",
+    progress: bool = False,
+) -> SegmentResult:
+    """Write the output bundle for labels that already exist (e.g. a reference label map).
+
+    Args:
+        image: The image the labels belong to (the DICOM series for a DICOM SEG).
+        labels: Labels on the image's grid.
+        out_dir: Output folder, created if needed; left as it was on failure.
+        source_is_dicom: Write ``seg.dcm``; default: when ``image`` was read from DICOM.
+        algorithm_name: Name recorded in the DICOM SEG.
+        progress: Show the step on stderr.
+
+    Raises:
+        InputError: If the labels are not on the image's grid.
+    """
+    dicom = is_dicom(image) if source_is_dicom is None else source_is_dicom
+    report = measure(labels, source=image)
+    seconds: dict[str, float] = {}
+    with _progress(progress, seconds) as step, step("write", "writing the output bundle"):
+        outputs = write_outputs(
+            image,
+            labels,
+            out_dir,
+            source_is_dicom=dicom,
+            report=report,
+            algorithm_name=algorithm_name,
+        )
+    return SegmentResult(labels, report, outputs, seconds)
+
+
+def is_dicom(image: Volume) -> bool:
+    """Return True if ``image`` was read from a DICOM series (it knows its SOP instances)."""
+    return bool(image.meta.get("sop_instance_uids"))
+
+
+def check_modality(image: Volume, plan: Plan, path: str | Path) -> None:
+    """Refuse an image whose recorded modality is not the one the model was trained on.
+
+    Raises:
+        InputError: If the image says CT and the model is MR (or any other mismatch).
+    """
+    found = str(image.meta.get("modality") or "")
+    if found and found != str(plan.modality):
+        raise InputError(
+            f"the image is {found} but the model was trained on {plan.modality} images", path
+        )
+
+
+def _model_info(model: LoadedModel, model_path: str | Path, predictor: Predictor) -> dict[str, str]:
+    return {
+        "checkpoint": Path(model_path).name,
+        "preset": str(model.plan.preset),
+        "device": str(predictor.device),
+        "overlap": str(predictor.overlap),
+        "mirror_tta": str(predictor.mirror_tta).lower(),
+    }
+
+
+@contextmanager
+def _progress(enabled: bool, seconds: dict[str, float]) -> Iterator[_Step]:
+    """A step timer and, when enabled, a rich spinner per step on stderr.
+
+    The spinners are transient: they vanish when the work ends, so a failure prints only its
+    one-line error and a success only what the caller prints.
+    """
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not enabled,
+    )
+
+    @contextmanager
+    def step(name: str, description: str) -> Iterator[None]:
+        task = bar.add_task(description, total=1)
+        start = time.perf_counter()
+        yield
+        seconds[name] = time.perf_counter() - start
+        bar.update(task, completed=1)
+
+    with bar:
+        yield step

@@ -1,0 +1,65 @@
+import json
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+import trimesh
+
+from medverse.cli.main import main
+from medverse.inference.demo import default_examples_dir, run_demo
+from medverse.io.dicom import read_series
+from medverse.io.nifti import read_nifti_labels
+from medverse.io.seg import read_seg
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(out)
+    return out / "ct"
+
+
+def test_vendored_examples_are_small_and_licensed() -> None:
+    examples = default_examples_dir()
+    size = sum(p.stat().st_size for p in examples.rglob("*") if p.is_file())
+    assert size < 10 * 1024 * 1024
+    assert "Apache-2.0" in (examples / "README.md").read_text()
+
+
+def test_demo_labels_overlay_the_dicom_series_exactly(demo: Path) -> None:
+    ct = read_series(default_examples_dir() / "ct_abdomen" / "dicom")
+    labels = read_nifti_labels(demo / "labels.nii.gz")
+    assert labels.shape == ct.shape
+    assert np.allclose(labels.affine, ct.affine, atol=1e-4)
+    seg_on_ct = read_seg(demo / "seg.dcm", reference=ct)
+    assert np.array_equal(seg_on_ct.array, labels.array)
+    seg = hd.seg.segread(demo / "seg.dcm")
+    referenced = {
+        ref.ReferencedSOPInstanceUID
+        for ref in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
+    assert referenced == set(ct.meta["sop_instance_uids"])
+
+
+def test_demo_report_meshes_and_overview_agree_with_the_labels(demo: Path) -> None:
+    labels = read_nifti_labels(demo / "labels.nii.gz")
+    report = json.loads((demo / "report.json").read_text())
+    structures = {s["name"]: s for s in report["structures"]}
+    liver = structures["liver"]
+    voxel_ml = labels.voxel_volume_ml
+    assert liver["voxel_count"] == int(np.count_nonzero(labels.array == liver["value"]))
+    assert liver["volume_ml"] == pytest.approx(liver["voxel_count"] * voxel_ml, rel=1e-9)
+    scene = trimesh.load(demo / "meshes.glb")
+    assert set(scene.geometry) == set(structures)
+    assert (demo / "overview.png").stat().st_size > 50_000
+
+
+def test_demo_command_prints_where_outputs_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("labels.nii.gz", "seg.dcm", "meshes.glb", "report.json", "overview.png"):
+        assert str(tmp_path / "ct" / name) in printed.replace("\n  ", "")
+    assert "liver" in printed
