@@ -45,9 +45,9 @@ def _check_header_size(image: object, path: Path) -> None:
     """Refuse a header whose dimensions are impossible before any data is read."""
     shape = tuple(int(n) for n in getattr(image, "shape", ()))
     if any(n < 1 for n in shape):
-        raise NiftiError(f"header has a non-positive dimension {shape}", path)
+        raise NiftiError(f"NIfTI header has a non-positive dimension {shape}", path)
     if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
-        raise NiftiError(f"header claims an impossible size {shape}", path)
+        raise NiftiError(f"NIfTI header claims an impossible size {shape}", path)
 
 
 def is_nifti_path(path: str | Path) -> bool:
