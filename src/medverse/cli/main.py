@@ -25,6 +25,9 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "export",
+    "serve",
+    "worker",
+    "users",
 )
 
 

@@ -1,0 +1,171 @@
+"""``create_app(settings)``: the FastAPI application, its services, routers and lifecycle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import medverse
+from medverse.core.logging import get_logger
+from medverse.core.settings import Settings
+from medverse.service.archive import ArchiveLimits
+from medverse.service.db import Database, database_url
+from medverse.service.deps import Services
+from medverse.service.errors import install_error_handlers
+from medverse.service.ingest import Ingestor
+from medverse.service.job_store import requeue_expired
+from medverse.service.model_catalog import ModelCatalog
+from medverse.service.routers import audit, health, jobs, models, results, studies, users
+from medverse.service.storage import Storage
+from medverse.service.uploads import too_large
+from medverse.service.worker import Worker, WorkerThread
+
+_LOG = get_logger(__name__)
+# Bodies other than study uploads are small JSON documents.
+MAX_JSON_BYTES = 1 << 20
+UPLOAD_PATH = "/api/studies"
+SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
+def build_services(settings: Settings) -> Services:
+    """Make the database engine, storage layout, model catalog and ingestor of one app."""
+    storage = Storage(settings.data_dir)
+    db = Database(database_url(settings))
+    limits = ArchiveLimits(
+        max_entries=settings.max_archive_entries,
+        max_total_bytes=settings.max_archive_bytes,
+        max_ratio=settings.max_compression_ratio,
+    )
+    catalog = ModelCatalog(settings.models_dir)
+    return Services(settings, db, storage, catalog, Ingestor(db, storage, limits))
+
+
+def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
+    """Build the medverse service for ``settings``.
+
+    Nothing touches the database until the app starts; at start-up the schema is created if
+    missing and running jobs whose lease has expired are re-queued (or failed when out of
+    attempts).
+
+    Args:
+        settings: Data dir, database URL, limits, secrets and worker settings.
+        run_worker: Also run one worker thread in this process (``medverse serve``).
+    """
+    services = build_services(settings)
+    silence_phi_prone_loggers()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_start, services)
+        thread = None
+        if run_worker:
+            worker = Worker(settings, services.db, services.storage, services.catalog)
+            thread = WorkerThread(worker)
+            thread.start()
+        try:
+            yield
+        finally:
+            if thread is not None:
+                await run_in_threadpool(thread.stop)
+            services.db.dispose()
+
+    app = FastAPI(
+        title="medverse",
+        version=str(medverse.__version__),
+        summary="Studies in, segmentation jobs run, results out; authenticated and audited.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.storage = services.storage
+    install_error_handlers(app)
+    for module in (studies, jobs, results, models, users, audit, health):
+        app.include_router(module.router)
+    app.add_middleware(GuardMiddleware, upload_limit=settings.max_upload_bytes)
+    return app
+
+
+def _start(services: Services) -> None:
+    services.db.create_schema()
+    services.storage.sweep()
+    requeued, failed = requeue_expired(services.db, services.settings.max_attempts)
+    if requeued or failed:
+        _LOG.info(
+            "start-up: %d job(s) re-queued, %d failed (worker leases expired)", requeued, failed
+        )
+
+
+def silence_phi_prone_loggers() -> None:
+    """Drop pydicom's log records and warnings for good in the service process.
+
+    Both can quote element values (patient names).
+    """
+    logging.getLogger("pydicom").disabled = True
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+class GuardMiddleware:
+    """The outer guard: body-size limit, security headers, and a quiet 500 for bugs.
+
+    Bodies announced as too large get 413 before anything is read; every answer is marked
+    not cacheable; an unhandled exception becomes a bare 500 and is logged by type only
+    (its message may quote patient data, so the server never logs it).
+
+    Args:
+        app: The wrapped application.
+        upload_limit: Largest study upload; other requests may send ``MAX_JSON_BYTES``.
+    """
+
+    def __init__(self, app: ASGIApp, upload_limit: int) -> None:
+        self.app = app
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the declared body size, then pass the request on."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await _send_json(send, 413, refusal)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as error:
+            _LOG.error("internal error on %s: %s", scope["path"], type(error).__name__)
+            if not started:
+                await _send_json(send, 500, "internal server error")
+
+    def _refusal(self, scope: Scope) -> str | None:
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if not declared.isdigit():
+            return None
+        if scope["path"] == UPLOAD_PATH:
+            return (
+                too_large(self.upload_limit).detail if int(declared) > self.upload_limit else None
+            )
+        if int(declared) > MAX_JSON_BYTES:
+            return f"request body too large (limit {MAX_JSON_BYTES} bytes)"
+        return None
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

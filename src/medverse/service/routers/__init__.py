@@ -1,0 +1,1 @@
+"""One API router per resource: studies, jobs, results, models, users, audit, health."""

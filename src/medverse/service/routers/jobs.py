@@ -1,0 +1,118 @@
+"""``/api/jobs``: queue a segmentation, follow it, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import select
+
+from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
+from medverse.service.errors import BadRequestError
+from medverse.service.job_store import cancel_job, create_job, job_public, load_job
+from medverse.service.schemas import ID_PATTERN, ErrorPublic, JobCreate, JobPublic
+from medverse.service.security import Principal, require_role
+from medverse.service.study_store import check_access, load_study, segmentation_input
+from medverse.service.tables import Job, JobState, Role, Study
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=ID_PATTERN)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic} for code in (400, 401, 403, 404)
+}
+
+
+@router.post(
+    "", response_model=JobPublic, status_code=202, responses=_ERRORS, summary="Queue a job"
+)
+def post_job(
+    body: JobCreate, services: ServicesDep, principal: PrincipalDep, audit: AuditDep
+) -> JobPublic:
+    """Queue a segmentation of one series of a study with a model; follow it by its id."""
+    with audit.action("job.create", f"study/{body.study_id}") as entry:
+        with services.db.reading() as session:
+            study = load_study(session, body.study_id)
+            check_access(principal, study)
+            chosen = segmentation_input(study, body.series_uid)
+        model = services.catalog.get(body.model)
+        if chosen.modality not in ("NIFTI", "") and chosen.modality != model.modality:
+            raise BadRequestError(
+                f"the series is {chosen.modality} but model {model.name!r} was trained on "
+                f"{model.modality} images"
+            )
+        job = create_job(
+            services.db,
+            study_id=body.study_id,
+            series_uid=chosen.series_uid,
+            model=body.model,
+            created_by=principal.name,
+        )
+        entry.resource = f"job/{job.id}"
+        entry.detail = f"study/{body.study_id} with model {body.model}"
+    return job_public(job, services.storage)
+
+
+@router.get("", response_model=list[JobPublic], responses=_ERRORS, summary="List jobs")
+def get_jobs(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    study_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    state: JobState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[JobPublic]:
+    """Jobs, newest first, optionally of one study or in one state.
+
+    Researchers see jobs on de-identified studies only.
+    """
+    query = select(Job).join(Study, Study.id == Job.study_id)
+    if not principal.can_see_identified():
+        query = query.where(Study.identified.is_(False))
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    if state is not None:
+        query = query.where(Job.state == state.value)
+    query = query.order_by(Job.created_at.desc(), Job.id).limit(limit)
+    with services.db.reading() as session:
+        jobs = list(session.scalars(query))
+    return [job_public(job, services.storage) for job in jobs]
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS, summary="Show a job")
+def get_job(
+    job_id: JobId, services: ServicesDep, principal: PrincipalDep, audit: AuditDep
+) -> JobPublic:
+    """A job's state, progress, error and result names."""
+    with audit.action("job.read", f"job/{job_id}", record_ok=False):
+        job = visible_job(services, principal, job_id)
+    return job_public(job, services.storage)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses={**_ERRORS, 409: {"model": ErrorPublic}},
+    summary="Cancel a job",
+)
+def post_cancel(
+    job_id: JobId, services: ServicesDep, principal: PrincipalDep, audit: AuditDep
+) -> JobPublic:
+    """Cancel a queued or running job (admins, or the user who queued it)."""
+    with audit.action("job.cancel", f"job/{job_id}"):
+        job = visible_job(services, principal, job_id)
+        if job.created_by != principal.name:
+            require_role(principal, Role.ADMIN)
+        job = cancel_job(services.db, job_id)
+    return job_public(job, services.storage)
+
+
+def visible_job(services: Services, principal: Principal, job_id: str) -> Job:
+    """A job whose study ``principal`` may see.
+
+    Raises:
+        NotFoundError: If there is no such job.
+        ForbiddenError: If the job is on an identified study and the caller is a researcher.
+    """
+    job = load_job(services.db, job_id)
+    with services.db.reading() as session:
+        check_access(principal, load_study(session, job.study_id))
+    return job

@@ -1,0 +1,69 @@
+"""``/api/users``: who am I; user and token management for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from medverse.service.accounts import add_user, issue_token, list_users, remove_user
+from medverse.service.deps import AdminDep, PrincipalDep, ServicesDep
+from medverse.service.schemas import (
+    USER_PATTERN,
+    ErrorPublic,
+    PrincipalPublic,
+    TokenPublic,
+    UserCreate,
+    UserPublic,
+)
+from medverse.service.tables import Role
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+UserName = Annotated[str, Path(pattern=USER_PATTERN)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic} for code in (400, 401, 403, 404, 409)
+}
+
+
+@router.get("/me", response_model=PrincipalPublic, responses=_ERRORS, summary="Who am I")
+def get_me(principal: PrincipalDep) -> PrincipalPublic:
+    """The user and role the token belongs to."""
+    return PrincipalPublic(name=principal.name, role=principal.role)
+
+
+@router.get("", response_model=list[UserPublic], responses=_ERRORS, summary="List users")
+def get_users(services: ServicesDep, _admin: AdminDep) -> list[UserPublic]:
+    """Every user with their role and number of tokens (admins only)."""
+    return [
+        UserPublic(name=u.name, role=Role(u.role), created_at=u.created_at, tokens=n)
+        for u, n in list_users(services.db)
+    ]
+
+
+@router.post(
+    "", response_model=UserPublic, status_code=201, responses=_ERRORS, summary="Add a user"
+)
+def post_user(body: UserCreate, services: ServicesDep, _admin: AdminDep) -> UserPublic:
+    """Create a user (admins only); then issue a token for them."""
+    user = add_user(services.db, body.name, body.role)
+    return UserPublic(name=user.name, role=Role(user.role), created_at=user.created_at, tokens=0)
+
+
+@router.delete("/{name}", response_model=PrincipalPublic, responses=_ERRORS, summary="Remove")
+def delete_user(name: UserName, services: ServicesDep, _admin: AdminDep) -> PrincipalPublic:
+    """Remove a user and revoke all their tokens (admins only)."""
+    user = remove_user(services.db, name)
+    return PrincipalPublic(name=user.name, role=Role(user.role))
+
+
+@router.post(
+    "/{name}/tokens",
+    response_model=TokenPublic,
+    status_code=201,
+    responses=_ERRORS,
+    summary="Issue a token",
+)
+def post_token(name: UserName, services: ServicesDep, _admin: AdminDep) -> TokenPublic:
+    """Issue a new token for a user (admins only); it is shown this once."""
+    pepper = services.settings.token_pepper.get_secret_value()
+    return TokenPublic(user=name, token=issue_token(services.db, name, pepper))

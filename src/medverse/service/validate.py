@@ -1,0 +1,274 @@
+"""Check every uploaded file is DICOM or NIfTI and sort them into one study's batch."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+
+from medverse.core.errors import MedverseError
+from medverse.io.dicom_scan import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_PREFIXES
+from medverse.io.nifti import read_nifti
+from medverse.service.errors import BadRequestError
+from medverse.service.storage import is_uid
+from medverse.service.tables import StudyKind
+from medverse.service.uploads import ReceivedFile
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_PIXELS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540
+_STUDY_KEYS = ("PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
+_SERIES_KEYS = (
+    "FrameOfReferenceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+)
+
+
+@dataclass(frozen=True)
+class DicomObject:
+    """What the service keeps about one uploaded DICOM object (no patient data).
+
+    Attributes:
+        name: The client's name for it (messages only).
+        path: The staged file.
+        sop_uid: SOP Instance UID.
+        series_uid: Series Instance UID.
+        study_uid: Study Instance UID.
+        modality: Modality.
+        description: Series description.
+        rows: Pixel rows (0 for non-image objects).
+        columns: Pixel columns.
+        is_image: False for SEG, SR, RTSTRUCT and other non-image objects.
+        identified: False only when the file says PatientIdentityRemoved = YES.
+    """
+
+    name: str
+    path: Path
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    modality: str
+    description: str
+    rows: int
+    columns: int
+    is_image: bool
+    identified: bool
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One upload, checked: DICOM objects of one study, or one NIfTI image.
+
+    Attributes:
+        kind: DICOM or NIfTI.
+        study_uid: The StudyInstanceUID (NIfTI: a ``2.25.`` UID from the file's SHA-256).
+        dicom: The DICOM objects, one per SOP Instance UID.
+        nifti: The staged NIfTI file (``.nii`` or ``.nii.gz``), for a NIfTI upload.
+    """
+
+    kind: StudyKind
+    study_uid: str
+    dicom: tuple[DicomObject, ...] = ()
+    nifti: Path | None = None
+
+    @property
+    def identified(self) -> bool:
+        """True if any object may identify the patient (NIfTI headers hold no demographics)."""
+        return any(obj.identified for obj in self.dicom)
+
+
+def classify(files: list[ReceivedFile]) -> Batch:
+    """Check each file and return the batch they make.
+
+    DICOMDIR indexes and archiver clutter are skipped; anything else that is neither a
+    readable DICOM object nor a 3D NIfTI image refuses the upload.
+
+    Raises:
+        BadRequestError: Naming the first bad file, or when the files span several studies,
+            mix DICOM and NIfTI, or hold more than one NIfTI image.
+    """
+    dicom: dict[str, DicomObject] = {}
+    nifti: list[ReceivedFile] = []
+    for file in files:
+        kind = _sniff(file)
+        if kind == "dicom":
+            obj = read_dicom(file)
+            if obj is not None:
+                dicom.setdefault(obj.sop_uid, obj)
+        else:
+            nifti.append(_checked_nifti(file, compressed=kind == "nifti.gz"))
+    if dicom and nifti:
+        raise BadRequestError("the upload mixes DICOM and NIfTI files; upload them separately")
+    if len(nifti) > 1:
+        raise BadRequestError(f"the upload holds {len(nifti)} NIfTI images; upload one at a time")
+    if nifti:
+        path = nifti[0].path
+        return Batch(StudyKind.NIFTI, content_uid(path), nifti=path)
+    if not dicom:
+        raise BadRequestError("the upload holds no DICOM or NIfTI files")
+    studies = {obj.study_uid for obj in dicom.values()}
+    if len(studies) > 1:
+        raise BadRequestError(
+            f"the upload holds {len(studies)} studies; upload one study at a time"
+        )
+    return Batch(StudyKind.DICOM, studies.pop(), dicom=tuple(dicom.values()))
+
+
+def _sniff(file: ReceivedFile) -> str:
+    with file.path.open("rb") as handle:
+        head = handle.read(544)
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:2] == b"\x1f\x8b":
+        return "nifti.gz"
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    if len(head) >= _NIFTI1_HEADER and {_NIFTI1_HEADER, _NIFTI2_HEADER} & sizes:
+        return "nifti"
+    raise BadRequestError(f"{file.name}: not a DICOM or NIfTI file")
+
+
+def read_dicom(file: ReceivedFile) -> DicomObject | None:
+    """Read one DICOM object whole and check it; None for a DICOMDIR index.
+
+    Raises:
+        BadRequestError: If the file is unreadable or truncated, lacks its SOP Instance UID,
+            has a malformed UID, or is an image without pixel data.
+    """
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(file.path)
+    except Exception as error:  # pydicom raises many kinds; its text may quote values
+        raise BadRequestError(
+            f"{file.name}: not a readable DICOM file ({type(error).__name__})"
+        ) from None
+    if _cut_short(ds):  # a file cut inside undefined-length data loses its pixels: see below
+        raise BadRequestError(f"{file.name}: truncated DICOM file (it ends early)")
+    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop_class == DICOMDIR_SOP_CLASS:
+        return None
+    sop = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
+    study = str(ds.get("StudyInstanceUID", "") or "") or stand_in_uid("study", ds, _STUDY_KEYS)
+    series = str(ds.get("SeriesInstanceUID", "") or "") or stand_in_uid(
+        "series", ds, (study, *_SERIES_KEYS)
+    )
+    for label, value in (
+        ("SOP Instance", sop),
+        ("Study Instance", study),
+        ("Series Instance", series),
+    ):
+        if not is_uid(value):
+            problem = "lacks a" if not value else "has an invalid"
+            raise BadRequestError(f"{file.name}: DICOM file {problem} {label} UID")
+    return _dicom_object(file, ds, sop_class, sop, series, study)
+
+
+def stand_in_uid(kind: str, ds: Dataset, keys: tuple[str, ...]) -> str:
+    """A stable ``2.25.`` UID for objects whose study or series UID is empty.
+
+    It hashes the attributes that identify the study (patient, date, time, accession) or
+    the series (its study, frame of reference, modality, number, description, date, time),
+    so the same objects always land in the same study and series.
+    """
+    values = [key if key[:1].isdigit() else str(ds.get(key, "") or "") for key in keys]
+    digest = hashlib.sha256("|".join([kind, *values]).encode("utf-8")).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
+def _cut_short(ds: Dataset) -> bool:
+    """True if an element of defined length holds fewer bytes than it says (file cut off)."""
+    for tag in list(ds.keys()):  # keys, not elements: keep them raw
+        raw = ds.get_item(tag)
+        if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
+            continue
+        if raw.value is not None and len(raw.value) < raw.length:
+            return True
+    return False
+
+
+def _dicom_object(
+    file: ReceivedFile, ds: Dataset, sop_class: str, sop: str, series: str, study: str
+) -> DicomObject:
+    modality = str(ds.get("Modality", "") or "")
+    image_class = bool(sop_class) and not sop_class.startswith(NON_IMAGE_SOP_PREFIXES)
+    is_image = ("Rows" in ds or image_class) and modality not in NON_IMAGE_MODALITIES
+    if is_image and not any(k in ds for k in _PIXELS):
+        raise BadRequestError(f"{file.name}: truncated DICOM file (image without pixel data)")
+    return DicomObject(
+        name=file.name,
+        path=file.path,
+        sop_uid=sop,
+        series_uid=series,
+        study_uid=study,
+        modality=modality[:16],
+        description=str(ds.get("SeriesDescription", "") or "")[:256],
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        is_image=is_image,
+        identified=str(ds.get("PatientIdentityRemoved", "") or "").upper() != "YES",
+    )
+
+
+def _checked_nifti(file: ReceivedFile, *, compressed: bool) -> ReceivedFile:
+    """Give the staged file its NIfTI suffix and read it whole (catches truncation)."""
+    if compressed:
+        try:
+            with gzip.open(file.path, "rb") as handle:
+                head = handle.read(4)
+        except (OSError, EOFError):
+            raise BadRequestError(
+                f"{file.name}: not a DICOM or NIfTI file (bad gzip data)"
+            ) from None
+        sizes = {int.from_bytes(head, order) for order in ("little", "big")}
+        if not {_NIFTI1_HEADER, _NIFTI2_HEADER} & sizes:
+            raise BadRequestError(
+                f"{file.name}: not a DICOM or NIfTI file (gzip of something else)"
+            )
+    path = file.path.with_name(file.path.name + (".nii.gz" if compressed else ".nii"))
+    os.replace(file.path, path)
+    try:
+        read_nifti(path)
+    except MedverseError as error:
+        raise BadRequestError(f"{file.name}: {error.problem}") from None
+    return ReceivedFile(file.name, path)
+
+
+def content_uid(path: Path) -> str:
+    """A ``2.25.`` UID derived from a file's SHA-256 (the same file gives the same UID)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "2.25." + str(int.from_bytes(digest.digest()[:16], "big"))
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Keep pydicom's warnings and log records, which can quote patient data, out of the output.
+
+    (``warnings.catch_warnings`` is process-wide, so the service also filters pydicom's
+    warnings for good at start-up: see ``medverse.service.app.silence_phi_prone_loggers``.)
+    """
+    logger = logging.getLogger("pydicom")
+    was_disabled = logger.disabled
+    logger.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.disabled = was_disabled
