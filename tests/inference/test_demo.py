@@ -60,6 +60,7 @@ def test_demo_command_prints_where_outputs_are(
 ) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
+    lines = {line.strip() for line in printed.splitlines()}
     for name in ("labels.nii.gz", "seg.dcm", "meshes.glb", "report.json", "overview.png"):
-        assert str(tmp_path / "ct" / name) in printed.replace("\n  ", "")
+        assert str(tmp_path / "ct" / name) in lines
     assert "liver" in printed

@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("[bold]Outputs[/bold]")
     for path in result.files:
-        console.print(f"  {path}")
+        print(f"  {path}", flush=True)  # plain print: paths are never wrapped
     return 0
