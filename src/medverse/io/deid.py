@@ -36,11 +36,9 @@ truncated or malformed DICOM files are reported as failed with nothing written f
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +53,7 @@ from medverse.io.atomic import atomic_path
 from medverse.io.deid_dataset import deidentify_dataset
 from medverse.io.deid_mapping import DeidMapping
 from medverse.io.dicom_scan import NON_IMAGE_SOP_PREFIXES, SkippedFile
+from medverse.io.quiet import quiet_pydicom
 
 __all__ = ["DeidSummary", "deidentify"]
 
@@ -116,7 +115,7 @@ def deidentify(
     run = _Run(dst, DeidMapping.load(mapping_path), keep_descriptions)
     files = list(_walk(src))
     try:
-        with _quiet_pydicom():
+        with quiet_pydicom():
             for file in files:
                 run.process(file)
     finally:
@@ -239,20 +238,6 @@ def _holds_pixels(ds: Dataset) -> bool:
 def _target(dst: Path, ds: Dataset) -> Path:
     series = str(ds.get("SeriesInstanceUID", "") or "") or "series-without-uid"
     return dst / series / f"{ds.SOPInstanceUID}.dcm"
-
-
-@contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's warnings and log records, which can quote element values (PHI)."""
-    logger = logging.getLogger("pydicom")
-    was_disabled = logger.disabled
-    logger.disabled = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.disabled = was_disabled
 
 
 def _walk(path: Path) -> Iterator[Path]:

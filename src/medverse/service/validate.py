@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +15,7 @@ from pydicom.dataset import Dataset
 from medverse.core.errors import MedverseError
 from medverse.io.dicom_scan import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_PREFIXES
 from medverse.io.nifti import read_nifti
+from medverse.io.quiet import quiet_pydicom
 from medverse.service.errors import BadRequestError
 from medverse.service.storage import is_uid
 from medverse.service.tables import StudyKind
@@ -254,21 +251,3 @@ def content_uid(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return "2.25." + str(int.from_bytes(digest.digest()[:16], "big"))
-
-
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
-    """Keep pydicom's warnings and log records, which can quote patient data, out of the output.
-
-    (``warnings.catch_warnings`` is process-wide, so the service also filters pydicom's
-    warnings for good at start-up: see ``medverse.service.app.silence_phi_prone_loggers``.)
-    """
-    logger = logging.getLogger("pydicom")
-    was_disabled = logger.disabled
-    logger.disabled = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.disabled = was_disabled
