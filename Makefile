@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEVSTAMP:= $(VENV)/.installed-dev
 OUT     ?= demo-out
 
-.PHONY: install install-dev demo test test-all lint clean
+.PHONY: install install-dev system-deps demo test test-all lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,31 @@ $(DEVSTAMP): $(STAMP) requirements-dev.txt
 install: $(STAMP)
 install-dev: $(DEVSTAMP)
 
+# The file demo (outputs in $(OUT)/ct), then the service with the samples stored and segmented
+# (prints its URL and an admin token; Ctrl-C stops it).
 demo: $(STAMP)
 	$(BIN)/medverse demo --out $(OUT)
+	$(BIN)/medverse demo --out $(OUT) --serve
+
+# Debian packages the tests use: Orthanc with its DICOMweb plugin (PACS tests) and PostgreSQL
+# (database tests). apt-get runs only when one is missing, and needs root; without root the
+# tests that need them skip. A system Orthanc service the package may start is stopped again.
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb postgresql
+system-deps:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "system-deps: missing$$missing (run as root: apt-get install$$missing); their tests will skip"; \
+	  exit 0; \
+	fi; \
+	echo "system-deps: installing$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	  systemctl disable --now orthanc >/dev/null 2>&1 || true; \
+	fi
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -35,10 +58,10 @@ lint: $(DEVSTAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest -q
 
-test-all: lint
+test-all: lint system-deps
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 clean:

@@ -13,15 +13,26 @@ def register(subparsers: Any) -> None:
         "demo",
         help="run the whole pipeline on the bundled sample CT (and hippocampus MRI)",
         description="Read the sample CT DICOM series, write NIfTI, DICOM SEG, GLB meshes, "
-        "a measured report and an overview picture; print where they are.",
+        "a measured report and an overview picture; print where they are. With --serve, "
+        "instead store the sample studies in a service data dir (<out>/service), queue a job "
+        "per study for each shipped model, and serve the API on 127.0.0.1 with an admin token.",
     )
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
     parser.add_argument("--examples", type=Path, default=None, help="sample data folder")
+    parser.add_argument(
+        "--serve", action="store_true", help="start the service with the samples stored"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="--serve port (default 8000)")
+    parser.add_argument(
+        "--models-dir", type=Path, default=None, help="--serve models folder (default models/)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo and print a summary table."""
+    """Run the demo and print a summary table (or serve it, with --serve)."""
+    if args.serve:
+        return _serve(args)
     from rich.console import Console
     from rich.table import Table
 
@@ -38,5 +49,33 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("[bold]Outputs[/bold]")
     for path in result.files:
-        print(f"  {path}", flush=True)  # plain print: paths are never wrapped
+        console.print(f"  {path}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Store the samples, print the URL and token, then serve until Ctrl-C."""
+    from rich.console import Console
+
+    from medverse.cli.users import service_settings
+    from medverse.inference.demo import default_examples_dir
+    from medverse.service.demo import prepare_demo
+    from medverse.service.server import serve
+
+    examples = args.examples or default_examples_dir()
+    models = args.models_dir or (examples.parent / "models")
+    settings = service_settings(args.out / "service", models)
+    console = Console()
+    with console.status("storing the sample studies..."):
+        demo = prepare_demo(settings, examples)
+    url = f"http://127.0.0.1:{args.port}"
+    for study_id, what in demo.studies.items():
+        console.print(f"  study {study_id}  {what}")
+    console.print(f"  {len(demo.jobs)} job(s) queued (models folder: {models})")
+    console.print(f"[bold]medverse service:[/bold] {url}  (API docs: {url}/docs)", soft_wrap=True)
+    console.print(f"[bold]admin token:[/bold] {demo.token}", soft_wrap=True)
+    console.print(
+        f'  try: curl -H "Authorization: Bearer {demo.token}" {url}/api/studies', soft_wrap=True
+    )
+    serve(settings, host="127.0.0.1", port=args.port, run_worker=True)
     return 0

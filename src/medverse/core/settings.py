@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         lease_seconds: How long a worker's claim on a job lasts without a heartbeat.
         heartbeat_seconds: How often a worker renews its lease (below ``lease_seconds``).
         poll_seconds: How often an idle worker looks for queued jobs.
+        pacs_url: DICOMweb root of the PACS (``https://pacs/dicom-web``); None: no PACS.
+        pacs_username: User for HTTP basic authentication to the PACS (None: none).
+        pacs_password: Password for HTTP basic authentication to the PACS.
+        pacs_timeout_seconds: How long one PACS request may take before it is given up (504).
+        pacs_max_study_bytes: Most bytes a study retrieved from the PACS may hold.
     """
 
     model_config = SettingsConfigDict(env_prefix="MEDVERSE_", extra="ignore")
@@ -72,6 +77,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
+    pacs_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    pacs_username: str | None = None
+    pacs_password: SecretStr | None = None
+    pacs_timeout_seconds: float = Field(default=30.0, gt=0)
+    pacs_max_study_bytes: int = Field(default=8 * 1024**3, gt=0)
 
     @model_validator(mode="after")
     def _check_service(self) -> Settings:

@@ -28,6 +28,17 @@ from medverse.io.seg_read import LPS_FLIP, SEG_SOP_CLASSES, read_seg
 __all__ = ["SEG_SOP_CLASSES", "default_segmentation_type", "read_seg", "write_seg"]
 
 _GRID_TOL_MM = 1e-2
+# Type 2 patient and study attributes highdicom copies from the source into the SEG.
+_COPIED_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
 
 
 def default_segmentation_type() -> hd.seg.SegmentationTypeValues:
@@ -146,6 +157,9 @@ def _read_header(file: Path) -> Dataset:
             setattr(ds, keyword, meta.get(meta_keyword, ""))
     if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
         del ds.SpecificCharacterSet  # empty means the default repertoire; highdicom wants absent
+    for keyword in _COPIED_TYPE2:  # often absent from real files; highdicom reads them all
+        if keyword not in ds:
+            setattr(ds, keyword, "")
     return ds
 
 

@@ -22,7 +22,7 @@ from medverse.service.errors import install_error_handlers
 from medverse.service.ingest import Ingestor
 from medverse.service.job_store import requeue_expired
 from medverse.service.model_catalog import ModelCatalog
-from medverse.service.routers import audit, health, jobs, models, results, studies, users
+from medverse.service.routers import audit, health, jobs, models, pacs, results, studies, users
 from medverse.service.storage import Storage
 from medverse.service.uploads import too_large
 from medverse.service.worker import Worker, WorkerThread
@@ -85,7 +85,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.state.services = services
     app.state.storage = services.storage
     install_error_handlers(app)
-    for module in (studies, jobs, results, models, users, audit, health):
+    for module in (studies, jobs, results, models, pacs, users, audit, health):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware, upload_limit=settings.max_upload_bytes)
     return app
@@ -102,11 +102,12 @@ def _start(services: Services) -> None:
 
 
 def silence_phi_prone_loggers() -> None:
-    """Drop pydicom's log records and warnings for good in the service process.
+    """Drop pydicom's and highdicom's log records and pydicom's warnings for good in the process.
 
-    Both can quote element values (patient names).
+    Both can quote element values (highdicom logs a patient name it finds malformed).
     """
     logging.getLogger("pydicom").disabled = True
+    logging.getLogger("highdicom").disabled = True
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 

@@ -9,7 +9,7 @@ from types import FrameType
 import uvicorn
 
 from medverse.core.settings import Settings
-from medverse.service.app import build_services, create_app
+from medverse.service.app import build_services, create_app, silence_phi_prone_loggers
 from medverse.service.job_store import requeue_expired
 from medverse.service.worker import Worker
 
@@ -46,6 +46,7 @@ def work(settings: Settings, stop: threading.Event | None = None) -> None:
             the main thread).
     """
     services = build_services(settings)
+    silence_phi_prone_loggers()
     services.db.create_schema()
     services.storage.sweep()
     requeue_expired(services.db, settings.max_attempts)
