@@ -64,3 +64,16 @@ def test_demo_command_prints_where_outputs_are(
     for name in ("labels.nii.gz", "seg.dcm", "meshes.glb", "report.json", "overview.png"):
         assert str(tmp_path / "ct" / name) in lines
     assert "liver" in printed
+
+
+def test_demo_segments_the_held_out_hippocampus_cases_with_the_shipped_model(demo: Path) -> None:
+    examples = default_examples_dir() / "hippocampus"
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (examples / "labelsTr").iterdir())
+    assert len(cases) == 4
+    for case in cases:
+        predicted = read_nifti_labels(demo.parent / "hippocampus" / case / "labels.nii.gz").array
+        truth = read_nifti_labels(examples / "labelsTr" / f"{case}.nii.gz").array
+        for value in (1, 2):
+            overlap = np.logical_and(predicted == value, truth == value).sum()
+            dice = 2 * overlap / ((predicted == value).sum() + (truth == value).sum())
+            assert dice > 0.75, f"{case} label {value}: Dice {dice:.3f}"

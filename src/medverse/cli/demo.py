@@ -47,9 +47,18 @@ def run(args: argparse.Namespace) -> int:
     for name, ml in sorted(result.structures.items(), key=lambda item: -item[1]):
         table.add_row(name, f"{ml:.1f}")
     console.print(table)
+    if result.hippocampus_dice:
+        scores = Table(title="Hippocampus MRI (validation cases) segmented by models/: Dice")
+        names = sorted({name for case in result.hippocampus_dice.values() for name in case})
+        scores.add_column("case")
+        for name in names:
+            scores.add_column(name, justify="right")
+        for case, dice in result.hippocampus_dice.items():
+            scores.add_row(case, *(f"{dice.get(name, float('nan')):.3f}" for name in names))
+        console.print(scores)
     console.print("[bold]Outputs[/bold]")
     for path in result.files:
-        console.print(f"  {path}")
+        print(f"  {path}", flush=True)  # plain print: paths are never wrapped
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from medverse.preprocessing.resample import resample_to_grid
 
 CT_DICOM = Path("ct_abdomen") / "dicom"
 CT_REFERENCE = Path("ct_abdomen") / "reference_labels.nii.gz"
+HIPPOCAMPUS = Path("hippocampus")
+SHIPPED_MODEL = Path("models") / "hippocampus_dynunet.pt"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class DemoResult:
     ct_dir: Path
     files: list[Path] = field(default_factory=list)
     structures: dict[str, float] = field(default_factory=dict)
+    hippocampus_dice: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def default_examples_dir() -> Path:
@@ -86,4 +90,49 @@ def run_demo(out_dir: Path, examples_dir: Path | None = None) -> DemoResult:
         for v in labels.present_labels()
     }
     files = [image_path, *outputs.files()]
-    return DemoResult(ct_dir=ct_dir, files=files, structures=volumes)
+    model = examples.parent / SHIPPED_MODEL
+    dice: dict[str, dict[str, float]] = {}
+    if model.is_file() and (examples / HIPPOCAMPUS).is_dir():
+        dice, written = segment_examples(
+            examples / HIPPOCAMPUS, model, Path(out_dir) / "hippocampus"
+        )
+        files.extend(written)
+    return DemoResult(ct_dir=ct_dir, files=files, structures=volumes, hippocampus_dice=dice)
+
+
+def segment_examples(
+    dataset_dir: Path, model: Path, out_dir: Path
+) -> tuple[dict[str, dict[str, float]], list[Path]]:
+    """Segment every case of an MSD-layout folder with a model and score it against its labels.
+
+    Args:
+        dataset_dir: Folder with ``dataset.json`` listing ``image``/``label`` pairs.
+        model: A medverse checkpoint.
+        out_dir: One output folder per case is written below it.
+
+    Returns:
+        Case name -> structure name -> Dice, and the files written.
+    """
+    from medverse.inference.api import segment
+
+    entries = json.loads((dataset_dir / "dataset.json").read_text())["training"]
+    scores: dict[str, dict[str, float]] = {}
+    written: list[Path] = []
+    for entry in entries:
+        case = Path(entry["image"]).name.removesuffix(".nii.gz")
+        result = segment(
+            dataset_dir / entry["image"], model_path=model, out_dir=out_dir / case, progress=False
+        )
+        truth = read_nifti_labels(dataset_dir / entry["label"]).array
+        scores[case] = {
+            name: dice_score(result.labels.array == value, truth == value)
+            for value, name in result.labels.labels.items()
+        }
+        written.extend(result.files())
+    return scores, written
+
+
+def dice_score(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (1.0 when both are empty)."""
+    total = int(prediction.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(prediction, truth).sum()) / total
