@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEVSTAMP:= $(VENV)/.installed-dev
 OUT     ?= demo-out
 
-.PHONY: install install-dev system-deps demo test test-all lint clean
+.PHONY: install install-dev system-deps web demo test test-all lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,14 +28,24 @@ install-dev: $(DEVSTAMP)
 
 # The file demo (outputs in $(OUT)/ct), then the service with the samples stored and segmented
 # (prints its URL and an admin token; Ctrl-C stops it).
-demo: $(STAMP)
+# The browser viewer (web/): npm ci from the lock file, then a Vite build into the package
+# (src/medverse/service/web_dist/, git-ignored by the .gitignore written there), served at /.
+WEB_DIST := src/medverse/service/web_dist
+web: $(WEB_DIST)/index.html
+$(WEB_DIST)/index.html: web/package-lock.json web/package.json web/index.html web/vite.config.ts $(wildcard web/src/*)
+	cd web && npm ci --no-audit --no-fund && npm run build
+	printf '*\n' > $(WEB_DIST)/.gitignore
+
+demo: $(STAMP) web
 	$(BIN)/medverse demo --out $(OUT)
 	$(BIN)/medverse demo --out $(OUT) --serve
 
-# Debian packages the tests use: Orthanc with its DICOMweb plugin (PACS tests) and PostgreSQL
-# (database tests). apt-get runs only when one is missing, and needs root; without root the
-# tests that need them skip. A system Orthanc service the package may start is stopped again.
-SYSTEM_PACKAGES := orthanc orthanc-dicomweb postgresql
+# Debian packages the tests use: Orthanc with its DICOMweb plugin (PACS tests), PostgreSQL
+# (database tests) and Chromium (browser tests, headless via Playwright). apt-get runs only
+# when one is missing, and needs root; without root the PACS and database tests skip (the
+# browser tests fail: they are part of `make test`). A system Orthanc service the package
+# may start is stopped again.
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb postgresql chromium
 system-deps:
 	@missing=""; \
 	for p in $(SYSTEM_PACKAGES); do \
@@ -58,10 +68,10 @@ lint: $(DEVSTAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint system-deps
+test: lint system-deps web
 	$(BIN)/python -m pytest -q
 
-test-all: lint system-deps
+test-all: lint system-deps web
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 clean:

@@ -22,7 +22,9 @@ from medverse.service.errors import install_error_handlers
 from medverse.service.ingest import Ingestor
 from medverse.service.job_store import requeue_expired
 from medverse.service.model_catalog import ModelCatalog
+from medverse.service.rooms import install_rooms
 from medverse.service.routers import audit, health, jobs, models, pacs, results, studies, users
+from medverse.service.static import install_static
 from medverse.service.storage import Storage
 from medverse.service.uploads import too_large
 from medverse.service.worker import Worker, WorkerThread
@@ -87,6 +89,8 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     install_error_handlers(app)
     for module in (studies, jobs, results, models, pacs, users, audit, health):
         app.include_router(module.router)
+    install_rooms(app, services.db)
+    install_static(app)
     app.add_middleware(GuardMiddleware, upload_limit=settings.max_upload_bytes)
     return app
 

@@ -1,0 +1,24 @@
+"""Shared 3D rooms: one versioned, persisted document per study, live over a WebSocket."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from medverse.service.db import Database
+from medverse.service.rooms.hub import RoomHub
+
+__all__ = ["RoomHub", "install_rooms"]
+
+
+def install_rooms(app: FastAPI, db: Database) -> None:
+    """Add the room and viewer-data routes to ``app`` and give it a room hub.
+
+    Args:
+        app: The service app.
+        db: Its database (room documents are stored there).
+    """
+    from medverse.service.rooms import router, viewer_data
+
+    app.state.rooms = RoomHub(db)
+    app.include_router(router.router)
+    app.include_router(viewer_data.router)

@@ -1,0 +1,198 @@
+"""Live rooms in this process: participants, ordered edits, and fan-out to every socket."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from medverse.core.logging import get_logger
+from medverse.service.db import Database
+from medverse.service.rooms.document import Edit, RoomDocument, apply_edit
+from medverse.service.rooms.messages import Pointer, ViewState, encode
+from medverse.service.rooms.store import load_document, save_document
+
+_LOG = get_logger(__name__)
+# Colours handed out in join order (distinct on dark and light backgrounds).
+PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+)
+OUTBOX_LIMIT = 1000
+
+
+@dataclass
+class Participant:
+    """One socket in a room.
+
+    Attributes:
+        id: Unique per connection.
+        name: The user name (two tabs of one user are two participants).
+        role: The user's role.
+        color: Colour of the user's pointer and annotations (``#rrggbb``).
+        outbox: Messages waiting to be written to the socket; None closes it.
+    """
+
+    id: str
+    name: str
+    role: str
+    color: str
+    outbox: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
+
+    def public(self) -> dict[str, str]:
+        """What the others see of this participant."""
+        return {"id": self.id, "name": self.name, "role": self.role, "color": self.color}
+
+
+@dataclass
+class Room:
+    """One open room: its document, its participants and their last pointers and view."""
+
+    document: RoomDocument
+    participants: dict[str, Participant] = field(default_factory=dict)
+    pointers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    view: dict[str, Any] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def send_all(self, text: str, *, skip: str | None = None) -> None:
+        """Queue ``text`` for every participant (but ``skip``); a full outbox closes that one."""
+        for participant in list(self.participants.values()):
+            if participant.id == skip:
+                continue
+            try:
+                participant.outbox.put_nowait(text)
+            except asyncio.QueueFull:
+                _LOG.warning("room participant %s too slow; disconnecting", participant.id)
+                self.participants.pop(participant.id, None)
+                close_outbox(participant)
+
+    def presence(self) -> str:
+        """The participant list message."""
+        return encode("presence", participants=[p.public() for p in self.participants.values()])
+
+    def welcome(self, you: Participant) -> str:
+        """The first message to a new participant: the document, then the live state."""
+        return encode(
+            "welcome",
+            you=you.public(),
+            document=self.document.model_dump(mode="json"),
+            participants=[p.public() for p in self.participants.values()],
+            pointers=self.pointers,
+            view=self.view,
+        )
+
+
+class RoomHub:
+    """Every open room of this service process; edits go through here to be ordered and stored.
+
+    A room is opened (its document loaded) when the first participant joins and dropped from
+    memory when the last one leaves. Every edit is applied under the room's lock, stored, and
+    only then queued to every participant, so all of them see the edits in version order and
+    an acknowledged edit survives a restart.
+
+    Args:
+        db: The service database.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.rooms: dict[str, Room] = {}
+        self._opening = asyncio.Lock()
+
+    async def document(self, study_id: str) -> RoomDocument:
+        """The current document of a room, open or not."""
+        room = self.rooms.get(study_id)
+        if room is not None:
+            return room.document
+        return await run_in_threadpool(load_document, self.db, study_id)
+
+    async def join(self, study_id: str, name: str, role: str) -> tuple[Room, Participant]:
+        """Add a participant (opening the room if needed) and queue its welcome."""
+        async with self._opening:
+            room = self.rooms.get(study_id)
+            if room is None:
+                document = await run_in_threadpool(load_document, self.db, study_id)
+                room = self.rooms[study_id] = Room(document)
+        async with room.lock:
+            used = {p.color for p in room.participants.values()}
+            color = next((c for c in PALETTE if c not in used), PALETTE[len(used) % len(PALETTE)])
+            participant = Participant(uuid.uuid4().hex[:12], name, role, color)
+            room.participants[participant.id] = participant
+            participant.outbox.put_nowait(room.welcome(participant))
+            room.send_all(room.presence(), skip=participant.id)
+        return room, participant
+
+    async def leave(self, study_id: str, participant: Participant) -> None:
+        """Remove a participant; the room closes when it is empty."""
+        room = self.rooms.get(study_id)
+        if room is None:
+            return
+        async with room.lock:
+            room.participants.pop(participant.id, None)
+            room.pointers.pop(participant.id, None)
+            room.send_all(room.presence())
+            if room.participants:
+                return
+        async with self._opening:
+            if not room.participants and self.rooms.get(study_id) is room:
+                del self.rooms[study_id]
+
+    async def edit(
+        self, room: Room, participant: Participant, edit: Edit, request_id: str, base: int
+    ) -> int:
+        """Apply, store and broadcast one edit; returns its version.
+
+        Raises:
+            EditRejectedError: If the edit does not fit the document.
+        """
+        async with room.lock:
+            document, change = apply_edit(
+                room.document, edit, author=participant.name, color=participant.color
+            )
+            await run_in_threadpool(save_document, self.db, document)
+            room.document = document
+            if document.presenter is None:
+                room.view = None
+            room.send_all(
+                encode(
+                    "edit",
+                    version=document.version,
+                    base_version=base,
+                    request_id=request_id,
+                    by=participant.id,
+                    change=change,
+                )
+            )
+        return document.version
+
+    def pointer(self, room: Room, participant: Participant, message: Pointer) -> None:
+        """Relay a participant's pointer and crosshair to the others (kept for late joiners)."""
+        state = {"position": message.position, "crosshair": message.crosshair}
+        room.pointers[participant.id] = state
+        room.send_all(encode("pointer", by=participant.id, **state), skip=participant.id)
+
+    def view(self, room: Room, participant: Participant, view: ViewState) -> bool:
+        """Relay the presenter's view to the others; False (ignored) from anyone else."""
+        if room.document.presenter != participant.name:
+            return False
+        room.view = {"by": participant.id, **view.model_dump(mode="json")}
+        room.send_all(encode("view", by=participant.id, view=room.view), skip=participant.id)
+        return True
+
+
+def close_outbox(participant: Participant) -> None:
+    """Drop what is still queued for ``participant`` and queue the close marker."""
+    while not participant.outbox.empty():
+        participant.outbox.get_nowait()
+    participant.outbox.put_nowait(None)
