@@ -8,6 +8,7 @@ import uuid
 import warnings
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,13 @@ def tiny_model(settings: Settings, tiny_checkpoint: Path) -> None:
 def api_with_worker(settings: Settings, db: Database, tiny_model: None) -> Iterator[Api]:
     """The app with its in-process worker and the tiny CT model installed."""
     yield from open_api(settings, db, run_worker=True)
+
+
+@pytest.fixture
+def sockets() -> Iterator[ExitStack]:
+    """Closes every socket a test opened, also when it fails (else the app cannot stop)."""
+    with ExitStack() as stack:
+        yield stack
 
 
 def ct_files() -> list[tuple[str, tuple[str, bytes, str]]]:

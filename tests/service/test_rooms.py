@@ -7,7 +7,6 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any
@@ -29,13 +28,6 @@ from tests.service.conftest import Api, TestClient, ct_files, insert_study
 
 def token_of(headers: dict[str, str]) -> str:
     return headers["Authorization"].removeprefix("Bearer ")
-
-
-@pytest.fixture
-def sockets() -> Iterator[ExitStack]:
-    """Closes every socket a test opened, also when it fails (else the app cannot stop)."""
-    with ExitStack() as stack:
-        yield stack
 
 
 def join(

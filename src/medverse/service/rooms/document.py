@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -237,3 +237,48 @@ def _finish(annotation: Annotation, version: int) -> Annotation:
     elif annotation.kind in (AnnotationKind.COMMENT, AnnotationKind.LANDMARK):
         value = None
     return annotation.model_copy(update={"value": value, "version": version})
+
+
+def replay_change(
+    document: RoomDocument, change: dict[str, Any], *, version: int, at: datetime
+) -> RoomDocument:
+    """Re-apply a stored change (as ``apply_edit`` returned it) to rebuild the next document.
+
+    Replaying the changes of a room from its snapshot gives back, exactly, the document the
+    edits produced: the change already holds their result (the whole annotation, the
+    presenter), so nothing is re-validated or re-measured.
+
+    Args:
+        document: The document at ``version - 1``.
+        change: The stored change.
+        version: The version the change produced.
+        at: When it was applied.
+
+    Raises:
+        ValueError: If the change does not follow ``document`` (a gap in the log, or an
+            unknown operation).
+    """
+    if version != document.version + 1:
+        raise ValueError(f"room log gap: version {version} after {document.version}")
+    annotations = list(document.annotations)
+    presenter = document.presenter
+    op = change.get("op")
+    if op == "annotation.add":
+        annotations.append(Annotation.model_validate(change["annotation"]))
+    elif op == "annotation.update":
+        updated = Annotation.model_validate(change["annotation"])
+        annotations = [updated if a.id == updated.id else a for a in annotations]
+    elif op == "annotation.delete":
+        annotations = [a for a in annotations if a.id != change["id"]]
+    elif op == "presenter.set":
+        presenter = change["presenter"]
+    else:
+        raise ValueError(f"unknown room change {op!r}")
+    return document.model_copy(
+        update={
+            "version": version,
+            "annotations": annotations,
+            "presenter": presenter,
+            "updated_at": at,
+        }
+    )

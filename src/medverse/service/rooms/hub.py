@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +14,13 @@ from medverse.core.logging import get_logger
 from medverse.service.db import Database
 from medverse.service.rooms.document import Edit, RoomDocument, apply_edit
 from medverse.service.rooms.messages import Pointer, ViewState, encode
-from medverse.service.rooms.store import load_document, save_document
+from medverse.service.rooms.store import (
+    SNAPSHOT_EVERY,
+    StoredEdit,
+    append_edits,
+    load_document,
+    save_snapshot,
+)
 
 _LOG = get_logger(__name__)
 # Colours handed out in join order (distinct on dark and light backgrounds).
@@ -56,14 +63,34 @@ class Participant:
 
 
 @dataclass
+class PendingEdit:
+    """An applied edit waiting for its batch to be stored before it is sent to anyone."""
+
+    stored: StoredEdit
+    message: str
+    done: asyncio.Future[None]
+
+
+@dataclass
 class Room:
-    """One open room: its document, its participants and their last pointers and view."""
+    """One open room: its document, its participants and their last pointers and view.
+
+    Attributes:
+        document: The head: every edit applied so far, stored or not yet.
+        published: What everyone has been sent (and the database holds): late joiners get it.
+        pending: Applied edits waiting to be stored, in version order.
+        snapshot_version: The version of the latest stored snapshot.
+    """
 
     document: RoomDocument
+    published: RoomDocument
     participants: dict[str, Participant] = field(default_factory=dict)
     pointers: dict[str, dict[str, Any]] = field(default_factory=dict)
     view: dict[str, Any] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: list[PendingEdit] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+    snapshot_version: int = 0
 
     def send_all(self, text: str, *, skip: str | None = None) -> None:
         """Queue ``text`` for every participant (but ``skip``); a full outbox closes that one."""
@@ -86,7 +113,7 @@ class Room:
         return encode(
             "welcome",
             you=you.public(),
-            document=self.document.model_dump(mode="json"),
+            document=self.published.model_dump(mode="json"),
             participants=[p.public() for p in self.participants.values()],
             pointers=self.pointers,
             view=self.view,
@@ -97,9 +124,11 @@ class RoomHub:
     """Every open room of this service process; edits go through here to be ordered and stored.
 
     A room is opened (its document loaded) when the first participant joins and dropped from
-    memory when the last one leaves. Every edit is applied under the room's lock, stored, and
-    only then queued to every participant, so all of them see the edits in version order and
-    an acknowledged edit survives a restart.
+    memory when the last one leaves. An edit is applied under the room's lock (which orders
+    it and gives it its version), then stored, and only then sent to every participant, so
+    all of them see the edits in version order and an edit anyone has seen survives a
+    restart. Storing is group-committed: the edits that arrive while one batch is being
+    written go together in the next one, so a burst of edits costs a few writes, not one each.
 
     Args:
         db: The service database.
@@ -114,7 +143,7 @@ class RoomHub:
         """The current document of a room, open or not."""
         room = self.rooms.get(study_id)
         if room is not None:
-            return room.document
+            return room.published
         return await run_in_threadpool(load_document, self.db, study_id)
 
     async def join(self, study_id: str, name: str, role: str) -> tuple[Room, Participant]:
@@ -123,7 +152,7 @@ class RoomHub:
             room = self.rooms.get(study_id)
             if room is None:
                 document = await run_in_threadpool(load_document, self.db, study_id)
-                room = self.rooms[study_id] = Room(document)
+                room = self.rooms[study_id] = Room(document, document)
         async with room.lock:
             used = {p.color for p in room.participants.values()}
             color = next((c for c in PALETTE if c not in used), PALETTE[len(used) % len(PALETTE)])
@@ -134,7 +163,7 @@ class RoomHub:
         return room, participant
 
     async def leave(self, study_id: str, participant: Participant) -> None:
-        """Remove a participant; the room closes when it is empty."""
+        """Remove a participant; the room is snapshotted and closed when it is empty."""
         room = self.rooms.get(study_id)
         if room is None:
             return
@@ -144,6 +173,11 @@ class RoomHub:
             room.send_all(room.presence())
             if room.participants:
                 return
+        flusher = room.flusher
+        if flusher is not None:
+            await asyncio.shield(flusher)
+        if room.published.version > room.snapshot_version:
+            await self._snapshot(room)
         async with self._opening:
             if not room.participants and self.rooms.get(study_id) is room:
                 del self.rooms[study_id]
@@ -151,29 +185,35 @@ class RoomHub:
     async def edit(
         self, room: Room, participant: Participant, edit: Edit, request_id: str, base: int
     ) -> int:
-        """Apply, store and broadcast one edit; returns its version.
+        """Apply, store and broadcast one edit; returns its version once everyone is sent it.
 
         Raises:
             EditRejectedError: If the edit does not fit the document.
+            EditNotStoredError: If the database did not take it (it is then not applied).
         """
         async with room.lock:
             document, change = apply_edit(
                 room.document, edit, author=participant.name, color=participant.color
             )
-            await run_in_threadpool(save_document, self.db, document)
             room.document = document
-            if document.presenter is None:
-                room.view = None
-            room.send_all(
-                encode(
-                    "edit",
-                    version=document.version,
-                    base_version=base,
-                    request_id=request_id,
-                    by=participant.id,
-                    change=change,
-                )
+            message = encode(
+                "edit",
+                version=document.version,
+                base_version=base,
+                request_id=request_id,
+                by=participant.id,
+                change=change,
             )
+            at = document.updated_at or datetime.now(UTC)
+            pending = PendingEdit(
+                StoredEdit(document.version, change, at),
+                message,
+                asyncio.get_running_loop().create_future(),
+            )
+            room.pending.append(pending)
+            if room.flusher is None:
+                room.flusher = asyncio.create_task(self._flush(room))
+        await pending.done
         return document.version
 
     def pointer(self, room: Room, participant: Participant, message: Pointer) -> None:
@@ -184,11 +224,59 @@ class RoomHub:
 
     def view(self, room: Room, participant: Participant, view: ViewState) -> bool:
         """Relay the presenter's view to the others; False (ignored) from anyone else."""
-        if room.document.presenter != participant.name:
+        if room.published.presenter != participant.name:
             return False
         room.view = {"by": participant.id, **view.model_dump(mode="json")}
         room.send_all(encode("view", by=participant.id, view=room.view), skip=participant.id)
         return True
+
+    async def _flush(self, room: Room) -> None:
+        """Store the pending edits batch by batch, sending each batch once it is stored."""
+        while True:
+            async with room.lock:
+                batch, room.pending = room.pending, []
+                head = room.document
+                if not batch:
+                    room.flusher = None
+                    return
+            study_id = head.study_id
+            try:
+                await run_in_threadpool(append_edits, self.db, study_id, [p.stored for p in batch])
+            except Exception as error:  # the store failed: nothing of this batch is applied
+                _LOG.error("room %s edits not stored: %s", study_id, type(error).__name__)
+                async with room.lock:
+                    failed, room.pending = batch + room.pending, []
+                    room.document = room.published
+                    room.flusher = None
+                for pending in failed:
+                    if not pending.done.done():  # its sender may have left meanwhile
+                        pending.done.set_exception(EditNotStoredError(str(error)))
+                return
+            async with room.lock:
+                room.published = head
+                if head.presenter is None:
+                    room.view = None
+                for pending in batch:
+                    room.send_all(pending.message)
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_result(None)
+            if head.version - room.snapshot_version >= SNAPSHOT_EVERY:
+                await self._snapshot(room)
+
+    async def _snapshot(self, room: Room) -> None:
+        """Store the published document as the room's snapshot (a failure only logs)."""
+        document = room.published
+        try:
+            await run_in_threadpool(save_snapshot, self.db, document)
+        except Exception as error:  # the edit log still holds everything
+            _LOG.warning("room %s snapshot not stored: %s", document.study_id, error)
+            return
+        room.snapshot_version = max(room.snapshot_version, document.version)
+
+
+class EditNotStoredError(RuntimeError):
+    """The database did not take an edit, so it was not applied (the message says why)."""
 
 
 def close_outbox(participant: Participant) -> None:
