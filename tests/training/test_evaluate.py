@@ -15,7 +15,7 @@ from medverse.models.checkpoint import load_checkpoint
 from medverse.training.config import TrainResult
 from medverse.training.evaluation import EvaluationResult, evaluate
 from medverse.training.inferer import predict_volume
-from medverse.training.precision import make_precision
+from medverse.training.precision import inference_precision
 from medverse.training.split import load_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +66,7 @@ def test_validation_prediction_matches_the_inference_predictor(
     model = load_checkpoint(tiny_run.last_checkpoint)
     image = read_nifti(tiny_dataset / "imagesTr" / "hippocampus_001.nii.gz")
     ours = predict_volume(
-        model.network, image, model.plan, make_precision(torch.device("cpu")), 0.25
+        model.network, image, model.plan, inference_precision(torch.device("cpu")), 0.25
     )
     theirs = Predictor(model, device="cpu", overlap=0.25).predict(image)
     assert ours.shape == theirs.shape and np.array_equal(ours.affine, theirs.affine)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from medverse.core.errors import InputError
 from medverse.core.volume import LabelMap, Volume
+from medverse.inference.batch import StudyOutcome, find_studies, segment_many
 from medverse.inference.outputs import OutputPaths, write_outputs
 from medverse.inference.predictor import Predictor
 from medverse.inference.report import Report, measure
@@ -57,6 +58,12 @@ def segment(
     overlap: float = 0.5,
     mirror_tta: bool = False,
     progress: bool = True,
+    backend: str = "torch",
+    precision: str = "auto",
+    skip_background: bool = False,
+    batch_size: int | None = None,
+    onnx_path: str | Path | None = None,
+    provider: str | None = None,
 ) -> SegmentResult:
     """Segment a DICOM series or NIfTI image with a checkpoint and write the output bundle.
 
@@ -73,6 +80,13 @@ def segment(
         overlap: Sliding-window overlap in [0, 1); more is smoother and slower.
         mirror_tta: Average over 8 mirrorings (8x the compute).
         progress: Show the steps on stderr.
+        backend: ``torch``, ``compile`` or ``onnxruntime`` (see `Predictor`).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (torch backends).
+        skip_background: Skip windows holding only air/background.
+        batch_size: Windows per network call (default: 8 on CUDA, one per CPU thread).
+        onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
+        provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt`` (default: the
+            device's).
 
     Returns:
         The labels, the report and the written paths.
@@ -87,7 +101,18 @@ def segment(
         with step("read", "reading the image"):
             image = read_image(input_path, series_uid)
         check_modality(image, model.plan, input_path)
-        predictor = Predictor(model, device=device, overlap=overlap, mirror_tta=mirror_tta)
+        predictor = Predictor(
+            model,
+            device=device,
+            overlap=overlap,
+            mirror_tta=mirror_tta,
+            backend=backend,
+            precision=precision,
+            skip_background=skip_background,
+            sw_batch_size=batch_size,
+            onnx_path=onnx_path,
+            provider=provider,
+        )
         with step("predict", f"segmenting on {predictor.device}"):
             labels = predictor.predict(image)
         report = measure(labels, source=image).model_copy(
@@ -104,6 +129,68 @@ def segment(
                 algorithm_name=f"medverse {model.plan.preset}",
             )
     return SegmentResult(labels, report, outputs, seconds)
+
+
+def segment_folder(
+    folder: str | Path,
+    *,
+    model_path: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    overlap: float = 0.5,
+    mirror_tta: bool = False,
+    backend: str = "torch",
+    precision: str = "auto",
+    skip_background: bool = False,
+    batch_size: int | None = None,
+    onnx_path: str | Path | None = None,
+    provider: str | None = None,
+    labels_only: bool = False,
+    on_done: Callable[[StudyOutcome], None] | None = None,
+) -> list[StudyOutcome]:
+    """Segment every study in a folder; each gets ``out_dir/<study>/``.
+
+    The next study is read in a background thread while one is in the network, windows of
+    consecutive studies share batches, and files are written in another thread. A study that
+    fails (unreadable, wrong modality) is reported in its outcome; the others go on.
+
+    Args:
+        folder: Holds the studies: ``.nii``/``.nii.gz`` files and DICOM subfolders.
+        model_path: A checkpoint written by ``save_checkpoint``.
+        out_dir: Output root, created if needed.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        overlap: Sliding-window overlap in [0, 1).
+        mirror_tta: Average over 8 mirrorings (8x the compute).
+        backend: ``torch``, ``compile`` or ``onnxruntime``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        skip_background: Skip windows holding only air/background.
+        batch_size: Windows per network call.
+        onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
+        provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt``.
+        labels_only: Write only ``labels.nii.gz`` per study.
+        on_done: Called with each study's outcome as soon as it is known.
+
+    Returns:
+        One outcome per study, in name order.
+
+    Raises:
+        MedverseError: For a missing folder, an empty one, or a bad checkpoint or option.
+    """
+    studies = find_studies(folder)
+    model = load_checkpoint(model_path, map_location="cpu")
+    predictor = Predictor(
+        model,
+        device=device,
+        overlap=overlap,
+        mirror_tta=mirror_tta,
+        backend=backend,
+        precision=precision,
+        skip_background=skip_background,
+        sw_batch_size=batch_size,
+        onnx_path=onnx_path,
+        provider=provider,
+    )
+    return segment_many(studies, predictor, out_dir, labels_only=labels_only, on_done=on_done)
 
 
 def export_labels(
@@ -165,9 +252,7 @@ def _model_info(model: LoadedModel, model_path: str | Path, predictor: Predictor
     return {
         "checkpoint": Path(model_path).name,
         "preset": str(model.plan.preset),
-        "device": str(predictor.device),
-        "overlap": str(predictor.overlap),
-        "mirror_tta": str(predictor.mirror_tta).lower(),
+        **predictor.describe(),
     }
 
 

@@ -1,27 +1,46 @@
-"""The Predictor: a Volume in, a label map on the same native grid out (sliding window, torch)."""
+"""The Predictor: a Volume in, a label map on the same native grid out, on any backend.
+
+Steps (all on the compute device): the plan's normalisation fused with linear resampling to
+the plan's spacing; Gaussian-weighted sliding windows over ``plan.patch_size`` patches, in
+batches that may mix studies; softmax; labels on the native grid from probabilities
+interpolated back (only where the model-grid labels around a voxel disagree); argmax. The
+network runs in torch (eager or compiled) or ONNX Runtime (CPU, CUDA or TensorRT provider).
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
-from medverse.core.errors import ConfigError, ModelError
-from medverse.core.logging import get_logger
+from medverse.core.errors import ConfigError
 from medverse.core.volume import LabelMap, Volume
-from medverse.inference.resample_back import argmax_on_grid, probabilities_on_grid
+from medverse.models.backends import BackendKind, NetPrecision, autocast_dtype, make_backend
 from medverse.models.checkpoint import LoadedModel
-from medverse.preprocessing.normalize import normalize_intensity
-from medverse.preprocessing.resample import grid_for_spacing, resample_tensor, same_grid
+from medverse.models.sinks import channel_values
+from medverse.models.sliding import (
+    LabelJob,
+    WindowOptions,
+    cpu_glue,
+    make_runner,
+    predict_labels,
+    predict_probabilities,
+)
+from medverse.models.window_runner import MIRROR_AXES
 
-_LOG = get_logger(__name__)
+__all__ = [
+    "Predictor",
+    "autocast_dtype",
+    "channel_values",
+    "default_batch_size",
+    "mirror_axes",
+    "resolve_device",
+]
 
-SPATIAL_DIMS = (2, 3, 4)
-"""Spatial axes of a (batch, channel, i, j, k) tensor, the axes mirrored by test-time flips."""
+CUDA_BATCH = 8
 
 
 def resolve_device(device: str) -> torch.device:
@@ -41,44 +60,35 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype on ``device``: bf16 where supported, else fp16; None on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def mirror_axes(enabled: bool) -> list[tuple[int, ...]]:
     """The flips test-time augmentation averages over: all 8 subsets of the 3 axes, or none."""
-    if not enabled:
-        return [()]
-    return [c for n in range(4) for c in itertools.combinations(SPATIAL_DIMS, n)]
+    return list(MIRROR_AXES) if enabled else [()]
 
 
-def channel_values(labels: Iterable[int]) -> list[int]:
-    """Network channels kept for the argmax: background 0, then the plan's label values.
-
-    The network predicts one channel per value up to the highest label (``Plan.num_classes``),
-    so channel ``v`` is label ``v``; channels of values the plan does not name are dropped.
-    """
-    return [0, *sorted(int(v) for v in labels if int(v) != 0)]
+def default_batch_size(device: torch.device) -> int:
+    """Windows per network call: 8 on a GPU; on a CPU one per thread (each runs on a core)."""
+    return CUDA_BATCH if device.type == "cuda" else max(2, torch.get_num_threads())
 
 
 class Predictor:
     """Segment Volumes with a loaded model, the way the model's plan preprocessed its training.
 
-    Steps: normalise intensities per the plan, resample to the plan's spacing, Gaussian-weighted
-    sliding-window inference over ``plan.patch_size`` patches, softmax, trilinear resampling of
-    the probabilities back to the input grid, argmax. On CUDA the network runs under autocast
-    and all tensors stay on the device; on the CPU it runs in float32.
-
     Args:
-        model: A checkpoint loaded with ``load_checkpoint``.
+        model: A checkpoint loaded with ``load_checkpoint`` (or a bundle).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         overlap: Fraction of overlap between neighbouring windows (0.5 = about 2x the windows
             per axis of 0, i.e. up to 8x the compute in 3D).
-        sw_batch_size: Windows per forward pass (GPU memory vs. speed).
-        mirror_tta: Average over the 8 axis mirrorings (8x the compute).
+        sw_batch_size: Windows per network call (default: 8 on CUDA, one per CPU thread).
+        mirror_tta: Average over the 8 axis mirrorings of each window (8x the compute).
+        backend: ``torch``, ``compile`` (torch.compile: minutes of compiling first) or
+            ``onnxruntime``.
+        precision: ``auto`` (bf16/fp16 autocast on CUDA, float32 on the CPU), ``fp32``,
+            ``bf16`` (about 2x faster on CPUs with AVX512-BF16/AMX) or ``fp16`` (CUDA).
+        skip_background: Skip windows that hold only air (CT: at or below -900 HU after the
+            plan's clip) or background (MR: at or below 5% of the 99th percentile); their
+            voxels become background unless another window covers them.
+        onnx_path: For ``onnxruntime``: a file from ``medverse export`` (else exported in memory).
+        provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt``.
     """
 
     def __init__(
@@ -87,117 +97,95 @@ class Predictor:
         *,
         device: str = "auto",
         overlap: float = 0.5,
-        sw_batch_size: int = 4,
+        sw_batch_size: int | None = None,
         mirror_tta: bool = False,
+        backend: str = BackendKind.TORCH,
+        precision: str = NetPrecision.AUTO,
+        skip_background: bool = False,
+        onnx_path: str | Path | None = None,
+        provider: str | None = None,
     ) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
-        if sw_batch_size < 1:
+        if sw_batch_size is not None and sw_batch_size < 1:
             raise ConfigError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
         self.device = resolve_device(device)
+        self.model = model
         self.plan = model.plan
         self.labels = {int(v): str(n) for v, n in self.plan.labels.items() if int(v) != 0}
         self.channel_values = channel_values(self.labels)
-        self.network = model.network.to(self.device).eval()
-        self.overlap = overlap
-        self.sw_batch_size = sw_batch_size
-        self.mirror_tta = mirror_tta
-
-    @torch.inference_mode()
-    def predict(self, volume: Volume) -> LabelMap:
-        """Segment ``volume``; the label map has the same shape and affine as the input."""
-        probs, affine = self._probabilities_on_plan_grid(volume)
-        if same_grid(affine, probs.shape[1:], volume.affine, volume.shape):
-            channels = probs.argmax(dim=0)
-        else:
-            channels = argmax_on_grid(probs, affine, volume.affine, volume.shape)
-        lut = torch.as_tensor(self.channel_values, device=channels.device)
-        values = lut[channels].cpu().numpy()
-        dtype = np.uint8 if max(self.channel_values) < 256 else np.uint16
-        return LabelMap(
-            array=values.astype(dtype),
-            affine=volume.affine,
-            meta=dict(volume.meta),
-            labels=self.labels,
+        self.backend = make_backend(
+            model, self.device, kind=backend, precision=precision, onnx=onnx_path, provider=provider
+        )
+        self.options = WindowOptions(
+            overlap=overlap,
+            batch_size=sw_batch_size or default_batch_size(self.device),
+            mirror=mirror_tta,
+            skip_background=skip_background,
+            half_accumulators=self.device.type == "cuda",
         )
 
-    @torch.inference_mode()
+    @property
+    def overlap(self) -> float:
+        """Sliding-window overlap."""
+        return self.options.overlap
+
+    @property
+    def mirror_tta(self) -> bool:
+        """Whether mirroring test-time augmentation is on."""
+        return self.options.mirror
+
+    def describe(self) -> dict[str, str]:
+        """The settings, as strings (for reports and benchmark records)."""
+        backend = self.backend
+        precision = getattr(backend, "dtype", None)
+        return {
+            "device": str(self.device),
+            "backend": str(getattr(backend, "name", type(backend).__name__)),
+            "precision": str(precision).removeprefix("torch.") if precision else "fp32",
+            "overlap": str(self.overlap),
+            "mirror_tta": str(self.mirror_tta).lower(),
+            "skip_background": str(self.options.skip_background).lower(),
+            "batch_size": str(self.options.batch_size),
+        }
+
+    def predict(self, volume: Volume) -> LabelMap:
+        """Segment ``volume``; the label map has the same shape and affine as the input."""
+        return predict_labels(volume, self.plan, self.backend, self.options, self.device)
+
     def predict_probabilities(self, volume: Volume) -> np.ndarray:
         """Class probabilities on the input grid, ``(C, *volume.shape)`` float32.
 
         Channel 0 is background; channel ``c`` is label value ``channel_values[c]`` (the
         network channels of the plan's labels, ascending).
         """
-        probs, affine = self._probabilities_on_plan_grid(volume)
-        if not same_grid(affine, probs.shape[1:], volume.affine, volume.shape):
-            probs = probabilities_on_grid(probs, affine, volume.affine, volume.shape)
-        return probs.float().cpu().numpy()
+        return predict_probabilities(volume, self.plan, self.backend, self.options, self.device)
 
-    def _probabilities_on_plan_grid(self, volume: Volume) -> tuple[torch.Tensor, np.ndarray]:
-        """Softmax probabilities ``(C, ...)`` on the plan's grid, and that grid's affine."""
-        image, affine = self._preprocess(volume)
-        return self._mirrored_softmax(image[None, None]), affine
+    def predict_many(
+        self, volumes: Iterable[tuple[Any, Volume]], *, in_flight: int = 2
+    ) -> Iterator[tuple[Any, LabelMap]]:
+        """Segment several Volumes, batching windows across them; yields ``(tag, labels)``.
 
-    def _preprocess(self, volume: Volume) -> tuple[torch.Tensor, np.ndarray]:
-        """Normalised image on the plan's spacing (same extent and centre), on the device."""
-        raw = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))
-        raw = raw.to(self.device)
-        image = normalize_intensity(raw, self.plan)
-        spacing = tuple(float(s) for s in self.plan.target_spacing)
-        affine, shape = grid_for_spacing(volume.affine, volume.shape, spacing)
-        image = resample_tensor(image, volume.affine, affine, shape, order=1, padding="border")
-        return image, affine
+        Up to ``in_flight`` studies are prepared and in the windows at once, so the last
+        windows of one share a batch with the first of the next (shapes may differ). Results
+        come in the order the studies finish, which is the order they came in.
 
-    def _mirrored_softmax(self, image: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over the mirrorings (just the identity without TTA), ``(C, ...)``."""
-        total: torch.Tensor | None = None
-        flips = mirror_axes(self.mirror_tta)
-        for axes in flips:
-            flipped = image.flip(axes) if axes else image
-            logits = self._plan_channels(self._sliding_window(flipped))
-            probs = torch.softmax(logits.float(), dim=1)
-            probs = probs.flip(axes) if axes else probs
-            total = probs if total is None else total + probs
-        assert total is not None
-        return (total / len(flips))[0]
-
-    def _sliding_window(self, image: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            logits = sliding_window_inference(
-                inputs=image,
-                roi_size=tuple(int(p) for p in self.plan.patch_size),
-                sw_batch_size=self.sw_batch_size,
-                predictor=self.network,
-                overlap=self.overlap,
-                mode="gaussian",
-                sw_device=self.device,
-                device=self.device,
-            )
-        assert isinstance(logits, torch.Tensor)
-        return logits
-
-    @contextmanager
-    def _autocast(self) -> Iterator[None]:
-        dtype = autocast_dtype(self.device)
-        context = torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
-        with context:
-            yield
-
-    def _plan_channels(self, logits: torch.Tensor) -> torch.Tensor:
-        """Keep only the logits of background and of the plan's labels.
-
-        Unnamed channels go before the softmax, so the kept probabilities sum to one, which
-        the linear resampling to the native grid relies on.
+        Args:
+            volumes: ``(tag, volume)`` pairs, e.g. from a background reader.
+            in_flight: Studies held at once (memory grows with it).
         """
-        self._check_channels(int(logits.shape[1]))
-        if self.channel_values == list(range(logits.shape[1])):
-            return logits
-        return logits[:, self.channel_values]
-
-    def _check_channels(self, channels: int) -> None:
-        if channels != self.plan.num_classes:
-            raise ModelError(
-                f"network predicts {channels} classes but the plan needs "
-                f"{self.plan.num_classes} (background and label values up to "
-                f"{self.plan.num_classes - 1})"
-            )
+        runner = make_runner(self.backend, self.plan, self.options)
+        source = iter(volumes)
+        jobs: dict[int, LabelJob] = {}
+        more = True
+        while more or runner.busy:
+            with cpu_glue(self.device):  # not held across a yield: the caller runs between
+                while more and len(runner.jobs) < max(1, in_flight):
+                    item = next(source, None)
+                    more = item is not None
+                    if item is not None:
+                        job = LabelJob(item[1], self.plan, self.options, self.device, item[0])
+                        jobs[id(job.job)] = job
+                        runner.submit(job.job)
+                finished = [(job.tag, jobs.pop(id(job)).result()) for job in runner.step()]
+            yield from finished

@@ -25,7 +25,7 @@ from medverse.training.metrics import (
     score_totals,
     totals_to_means,
 )
-from medverse.training.precision import make_precision
+from medverse.training.precision import inference_precision
 
 CASES_CSV = "metrics_per_case.csv"
 SUMMARY_JSON = "summary.json"
@@ -130,7 +130,7 @@ def evaluate(
     entries = _select(index.entries, names, Path(cases) if isinstance(cases, str | Path) else data)
     torch_device = select_device(device)
     model = load_checkpoint(checkpoint, map_location=torch_device)
-    plan, precision = model.plan, make_precision(torch_device)
+    plan, precision = model.plan, inference_precision(torch_device)
     labels = sorted(int(v) for v in plan.labels)
     scored: list[tuple[str, dict[int, LabelScores]]] = []
     for entry in entries:

@@ -28,7 +28,7 @@ from medverse.training.config import TrainResult
 from medverse.training.data import BackgroundLoader, EpochSampler, ValidationCase
 from medverse.training.inferer import predict_on_plan_grid
 from medverse.training.metrics import case_scores, mean_dice, score_totals, totals_to_means
-from medverse.training.precision import Precision
+from medverse.training.precision import Precision, inference_precision
 from medverse.training.recorder import (
     BEST_CHECKPOINT,
     CURVES_PNG,
@@ -86,6 +86,8 @@ class Trainer:
         self.setup, self.config, self.ctx = setup, setup.config, ctx
         self.parts, self.recorder = parts, recorder
         self.labels = sorted(int(v) for v in setup.plan.labels)
+        # validation predicts as `medverse segment` does, whatever precision training uses
+        self.validation_precision = inference_precision(parts.precision.device)
         self.epoch = 0
         self.best_dice: float | None = None
         self.best_epoch: int | None = None
@@ -122,7 +124,7 @@ class Trainer:
         parts.optimizer.zero_grad(set_to_none=True)
         with parts.precision.autocast():
             logits = parts.network(batch["image"])
-            loss = parts.loss_fn(logits, batch["label"])
+        loss = parts.loss_fn(logits.float(), batch["label"])  # the loss in float32
         parts.precision.step(loss, parts.optimizer, parts.network)
         parts.scheduler.step()
         return {"loss": loss.detach().float()}
@@ -153,7 +155,7 @@ class Trainer:
         scores = []
         for case in self.parts.val_cases:
             pred = predict_on_plan_grid(
-                network, case.image, self.setup.plan, self.parts.precision, self.config.overlap
+                network, case.image, self.setup.plan, self.validation_precision, self.config.overlap
             )
             scores.append(case_scores(pred, case.label, self.labels, case.spacing, distances=False))
         totals = all_reduce_sum(score_totals(scores, self.labels), self.ctx)

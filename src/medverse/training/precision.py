@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medverse.models.backends import autocast_dtype
+
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient-norm clip
 
 
@@ -65,14 +67,27 @@ class Precision:
 
 
 def make_precision(device: torch.device, amp: bool = True) -> Precision:
-    """Pick the precision for ``device``: AMP only on CUDA, bf16 where supported.
+    """Pick the training precision for ``device``: AMP only on CUDA, bf16 where supported.
+
+    The CPU trains in float32: its bf16 kernels are not bit-reproducible across processes,
+    which exact resume needs, and gain little once data loading is counted.
 
     Args:
         device: The compute device.
-        amp: Allow mixed precision (ignored on the CPU, which trains in float32).
+        amp: Allow mixed precision (ignored on the CPU).
     """
     if device.type != "cuda" or not amp:
         return Precision(device, None, None)
     if torch.cuda.is_bf16_supported():
         return Precision(device, torch.bfloat16, None)
     return Precision(device, torch.float16, torch.amp.GradScaler("cuda"))
+
+
+def inference_precision(device: torch.device) -> Precision:
+    """The precision ``medverse segment`` uses by default on ``device``.
+
+    Validation during training and ``medverse evaluate`` predict with it, so the Dice they
+    report is the Dice a user gets from the shipped model (float32 on the CPU even where
+    training runs in bf16).
+    """
+    return Precision(device, autocast_dtype(device), None)

@@ -1,0 +1,151 @@
+"""Run the windows of one or many images through a network backend in shared batches.
+
+Each image is a `WindowJob` (its `WindowBlender` and the sink that takes its finished slabs).
+Batches are filled from the jobs in submission order, so the last windows of one study share
+a batch with the first windows of the next; studies of different shapes mix freely because
+every window has the model's patch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from medverse.core.errors import ModelError
+from medverse.models.windows import Slab, WindowBlender
+
+MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
+"""The 8 mirrorings of test-time augmentation (spatial axes of a ``(B, C, X, Y, Z)`` batch)."""
+
+
+class Backend(Protocol):
+    """A network behind one call: ``(B, 1, *roi)`` float32 -> ``(B, C, *roi)`` logits."""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of windows, on the batch's device."""
+        ...
+
+
+@dataclass
+class WindowJob:
+    """One image going through the windows.
+
+    Attributes:
+        blender: Its windows and running sums.
+        sink: Called with each finished slab, in z order.
+        tag: Anything the caller wants back with the finished job.
+    """
+
+    blender: WindowBlender
+    sink: Callable[[Slab], None]
+    tag: Any = None
+    _patches: Any = field(default=None, repr=False)
+
+    def next_patch(self) -> torch.Tensor | None:
+        """The next window to run, or None when all have been handed out."""
+        if self._patches is None:
+            self._patches = self.blender.patches()
+        return next(self._patches, None)
+
+    def deliver(self) -> None:
+        """Pass the finished slabs to the sink."""
+        for slab in self.blender.take_slabs():
+            self.sink(slab)
+
+
+class WindowRunner:
+    """Batches windows from the submitted jobs and feeds the results back.
+
+    Args:
+        backend: The network.
+        batch_size: Windows per backend call.
+        channels: Logit channels to keep, in order (None keeps all).
+        expected_channels: Channels the network must produce (None: not checked).
+        mirror: Average the logits over the 8 axis mirrorings of each window (8x the compute).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        batch_size: int,
+        channels: Sequence[int] | None = None,
+        expected_channels: int | None = None,
+        mirror: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.batch_size = batch_size
+        self.channels = list(channels) if channels is not None else None
+        self.expected_channels = expected_channels
+        self.mirror = mirror
+        self.jobs: list[WindowJob] = []
+        self.windows_run = 0
+
+    def submit(self, job: WindowJob) -> None:
+        """Queue an image; its windows join the next batches."""
+        self.jobs.append(job)
+
+    @property
+    def busy(self) -> bool:
+        """True while a submitted job has not finished."""
+        return bool(self.jobs)
+
+    def step(self) -> list[WindowJob]:
+        """Run one batch (if any window is left) and return the jobs that finished."""
+        batch: list[torch.Tensor] = []
+        owners: list[WindowJob] = []
+        for job in self.jobs:
+            while len(batch) < self.batch_size and (patch := job.next_patch()) is not None:
+                batch.append(patch)
+                owners.append(job)
+            if len(batch) == self.batch_size:
+                break
+        if batch:
+            logits = self.predict(torch.stack(batch))
+            for job, window_logits in zip(owners, logits):
+                job.blender.add(window_logits)
+            self.windows_run += len(batch)
+        finished = []
+        for job in list(self.jobs):
+            job.deliver()
+            if job.blender.done:
+                self.jobs.remove(job)
+                finished.append(job)
+        return finished
+
+    def run(self) -> list[WindowJob]:
+        """Run until every submitted job has finished; returns them in finishing order."""
+        finished: list[WindowJob] = []
+        while self.jobs:
+            finished += self.step()
+        return finished
+
+    @torch.inference_mode()
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Kept-channel logits of a ``(B, 1, *roi)`` batch (mirror-averaged if asked)."""
+        if not self.mirror:
+            return self._kept(self.backend(batch))
+        total: torch.Tensor | None = None
+        for axes in MIRROR_AXES:
+            flipped = batch.flip(axes) if axes else batch
+            logits = self._kept(self.backend(flipped)).float()
+            logits = logits.flip(axes) if axes else logits
+            total = logits if total is None else total + logits
+        assert total is not None
+        return total / len(MIRROR_AXES)
+
+    def _kept(self, logits: torch.Tensor) -> torch.Tensor:
+        found = int(logits.shape[1])
+        if self.expected_channels is not None and found != self.expected_channels:
+            raise ModelError(
+                f"network predicts {found} classes but the plan needs {self.expected_channels} "
+                f"(background and label values up to {self.expected_channels - 1})"
+            )
+        if self.channels is None or self.channels == list(range(found)):
+            return logits
+        return logits[:, self.channels]
