@@ -11,6 +11,7 @@ import pytest
 
 from medverse.cli.main import main
 from medverse.io.nifti import read_nifti_labels, write_nifti
+from medverse.io.seg_read import read_seg
 from tests.conftest import CT_SERIES, HIPPOCAMPUS
 from tests.inference.helpers import (
     dice,
@@ -49,6 +50,25 @@ def test_ct_dicom_writes_the_whole_bundle(ct_run: tuple[Path, str]) -> None:
         assert s["voxel_count"] == int(np.sum(labels.array == s["value"]))
         assert s["volume_ml"] == s["voxel_count"] * labels.voxel_volume_ml
     assert report["model"]["preset"] == "unet_small"
+
+
+def test_binary_seg_for_older_viewers_holds_the_same_structures(
+    ct_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    default_out, checkpoint = ct_run
+    assert pydicom.dcmread(default_out / "seg.dcm").SegmentationType == "LABELMAP"
+    out = tmp_path / "out"
+    command = ["segment", str(CT_SERIES), "--model", checkpoint, "--out", str(out)]
+    assert main([*command, "--seg-type", "binary"]) == 0
+    assert pydicom.dcmread(out / "seg.dcm").SegmentationType == "BINARY"
+    ct, _ = read_ct()
+    labels = read_nifti_labels(out / "labels.nii.gz")
+    from_seg = read_seg(out / "seg.dcm", reference=ct)
+    report = json.loads((out / "report.json").read_text())
+    by_name = {s["name"]: s["value"] for s in report["structures"]}
+    assert sorted(from_seg.labels.values()) == sorted(by_name) == ["liver", "spleen"]
+    for number, name in from_seg.labels.items():  # BINARY renumbers the segments 1..n
+        assert np.array_equal(from_seg.array == number, labels.array == by_name[name])
 
 
 def test_nifti_of_the_same_ct_gives_the_same_labels(

@@ -39,6 +39,14 @@ def register(subparsers: Any) -> None:
         "--series", metavar="UID", help="series to read when the DICOM folder holds several"
     )
     parser.add_argument(
+        "--seg-type",
+        choices=("labelmap", "binary"),
+        default="labelmap",
+        help="DICOM SEG encoding: labelmap (default; one frame per slice, DICOM 2024b) or "
+        "binary (one frame per slice and structure, larger; for viewers that predate "
+        "LABELMAP)",
+    )
+    parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -152,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             model_path=args.model,
             out_dir=args.out,
             series_uid=args.series,
+            seg_type=args.seg_type,
             **speed_options(args),
         )
     for structure in result.report.structures:
@@ -174,6 +183,7 @@ def run_many(args: argparse.Namespace) -> int:
         model_path=args.model,
         out_dir=args.out,
         labels_only=args.labels_only,
+        seg_type=args.seg_type,
         on_done=_print_outcome,
         **speed_options(args),
     )
@@ -214,5 +224,7 @@ def segment_with_bundle(args: argparse.Namespace) -> SegmentResult:
     labels = model.restored(predictor.predict(model.oriented(image)), image)
     predicted = time.perf_counter() - start
     name = f"MONAI bundle {model.meta['bundle']}"
-    result = export_labels(image, labels, args.out, algorithm_name=name, progress=True)
+    result = export_labels(
+        image, labels, args.out, algorithm_name=name, seg_type=args.seg_type, progress=True
+    )
     return dataclasses.replace(result, seconds={"predict": predicted, **result.seconds})

@@ -64,6 +64,7 @@ def segment(
     batch_size: int | None = None,
     onnx_path: str | Path | None = None,
     provider: str | None = None,
+    seg_type: str | None = None,
 ) -> SegmentResult:
     """Segment a DICOM series or NIfTI image with a checkpoint and write the output bundle.
 
@@ -87,6 +88,7 @@ def segment(
         onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
         provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt`` (default: the
             device's).
+        seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY`` (older viewers).
 
     Returns:
         The labels, the report and the written paths.
@@ -127,6 +129,7 @@ def segment(
                 report=report,
                 modality=str(model.plan.modality),
                 algorithm_name=f"medverse {model.plan.preset}",
+                seg_type=seg_type,
             )
     return SegmentResult(labels, report, outputs, seconds)
 
@@ -146,6 +149,7 @@ def segment_folder(
     onnx_path: str | Path | None = None,
     provider: str | None = None,
     labels_only: bool = False,
+    seg_type: str | None = None,
     on_done: Callable[[StudyOutcome], None] | None = None,
 ) -> list[StudyOutcome]:
     """Segment every study in a folder; each gets ``out_dir/<study>/``.
@@ -168,6 +172,7 @@ def segment_folder(
         onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
         provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt``.
         labels_only: Write only ``labels.nii.gz`` per study.
+        seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY``.
         on_done: Called with each study's outcome as soon as it is known.
 
     Returns:
@@ -190,7 +195,9 @@ def segment_folder(
         onnx_path=onnx_path,
         provider=provider,
     )
-    return segment_many(studies, predictor, out_dir, labels_only=labels_only, on_done=on_done)
+    return segment_many(
+        studies, predictor, out_dir, labels_only=labels_only, seg_type=seg_type, on_done=on_done
+    )
 
 
 def export_labels(
@@ -200,6 +207,7 @@ def export_labels(
     *,
     source_is_dicom: bool | None = None,
     algorithm_name: str = "medverse reference",
+    seg_type: str | None = None,
     progress: bool = False,
 ) -> SegmentResult:
     """Write the output bundle for labels that already exist (e.g. a reference label map).
@@ -210,6 +218,7 @@ def export_labels(
         out_dir: Output folder, created if needed; left as it was on failure.
         source_is_dicom: Write ``seg.dcm``; default: when ``image`` was read from DICOM.
         algorithm_name: Name recorded in the DICOM SEG.
+        seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY``.
         progress: Show the step on stderr.
 
     Raises:
@@ -226,6 +235,7 @@ def export_labels(
             source_is_dicom=dicom,
             report=report,
             algorithm_name=algorithm_name,
+            seg_type=seg_type,
         )
     return SegmentResult(labels, report, outputs, seconds)
 

@@ -103,6 +103,7 @@ def segment_many(
     out_dir: str | Path,
     *,
     labels_only: bool = False,
+    seg_type: str | None = None,
     on_done: Callable[[StudyOutcome], None] | None = None,
 ) -> list[StudyOutcome]:
     """Segment every study and write ``out_dir/<study>/`` for each.
@@ -112,6 +113,7 @@ def segment_many(
         predictor: The Predictor (its backend, device and window options).
         out_dir: Output root.
         labels_only: Write only ``labels.nii.gz`` (skip SEG, meshes, report and overview).
+        seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY``.
         on_done: Called with each outcome as soon as it is known.
 
     Returns:
@@ -124,6 +126,8 @@ def segment_many(
     start = time.perf_counter()
     outcomes: dict[Path, StudyOutcome] = {}
     images: dict[Path, Volume] = {}
+    plan = predictor.plan
+    options = _WriteOptions(labels_only, seg_type, str(plan.modality), f"medverse {plan.preset}")
 
     def record(outcome: StudyOutcome) -> None:
         outcomes[outcome.source] = outcome
@@ -146,7 +150,7 @@ def segment_many(
         image = images.pop(path)
         target = root / study_name(path)
         try:
-            files = _write_study(image, labels, target, labels_only, is_dicom(image))
+            files = _write_study(image, labels, target, is_dicom(image), options)
         except MedverseError as error:
             record(StudyOutcome(path, None, error=error.one_line()))
             return
@@ -161,12 +165,29 @@ def segment_many(
     return [outcomes[p] for p in paths if p in outcomes]
 
 
+@dataclass(frozen=True)
+class _WriteOptions:
+    """What every study of a folder gets written with."""
+
+    labels_only: bool
+    seg_type: str | None
+    modality: str
+    algorithm_name: str
+
+
 def _write_study(
-    image: Volume, labels: LabelMap, target: Path, labels_only: bool, dicom: bool
+    image: Volume, labels: LabelMap, target: Path, dicom: bool, options: _WriteOptions
 ) -> tuple[Path, ...]:
-    if labels_only:
+    if options.labels_only:
         return (write_nifti(labels, target / LABELS_NAME),)
     written = write_outputs(
-        image, labels, target, source_is_dicom=dicom, report=measure(labels, source=image)
+        image,
+        labels,
+        target,
+        source_is_dicom=dicom,
+        report=measure(labels, source=image),
+        modality=options.modality,
+        algorithm_name=options.algorithm_name,
+        seg_type=options.seg_type,
     )
     return tuple(written.files())

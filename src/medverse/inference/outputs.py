@@ -60,6 +60,7 @@ def write_outputs(
     report: Report | None = None,
     modality: str | None = None,
     algorithm_name: str = "medverse",
+    seg_type: str | None = None,
 ) -> OutputPaths:
     """Write the whole bundle into ``out_dir``, or nothing at all.
 
@@ -75,6 +76,8 @@ def write_outputs(
         report: Measurements to write; measured from ``labels`` when omitted.
         modality: Display modality for the overview (defaults to the image metadata).
         algorithm_name: Name recorded in the DICOM SEG as the segmenting algorithm.
+        seg_type: DICOM SEG encoding, ``LABELMAP`` (the default: one frame per slice) or
+            ``BINARY`` (one frame per slice and segment, for viewers that predate LABELMAP).
 
     Returns:
         The final paths.
@@ -89,7 +92,7 @@ def write_outputs(
     staging = _staging_folder(out_dir)
     try:
         staged = _write_all(
-            image, labels, staging, source_is_dicom, report, modality, algorithm_name
+            image, labels, staging, source_is_dicom, report, modality, (algorithm_name, seg_type)
         )
         final = _move_in(staged, out_dir)
     except BaseException:
@@ -119,7 +122,7 @@ def _write_all(
     source_is_dicom: bool,
     report: Report | None,
     modality: str | None,
-    algorithm_name: str,
+    seg_options: tuple[str, str | None],
 ) -> OutputPaths:
     found = bool(labels.present_labels())
     report_path = write_report(report or measure(labels, source=image), folder / REPORT_NAME)
@@ -128,7 +131,11 @@ def _write_all(
     meshes = _write_meshes(labels, folder / MESHES_NAME) if found else None
     seg = None
     if source_is_dicom and found:
-        seg = _write_seg(image, labels, folder / SEG_NAME, algorithm_name)
+        algorithm_name, seg_type = seg_options
+        seg = write_seg(
+            labels, image, folder / SEG_NAME, algorithm_name=algorithm_name,
+            segmentation_type=seg_type,
+        )  # fmt: skip
     if not found:
         _LOG.warning("no structure found: no meshes or DICOM SEG written")
     return OutputPaths(labels_path, seg, meshes, report_path, overview)
@@ -136,10 +143,6 @@ def _write_all(
 
 def _write_meshes(labels: LabelMap, path: Path) -> Path:
     return write_glb(label_meshes(labels), labels, path)
-
-
-def _write_seg(image: Volume, labels: LabelMap, path: Path, algorithm_name: str) -> Path:
-    return write_seg(labels, image, path, algorithm_name=algorithm_name)
 
 
 def _move_in(staged: OutputPaths, out_dir: Path) -> OutputPaths:

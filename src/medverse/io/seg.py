@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from medverse import __version__
-from medverse.core.errors import DicomError, InputError
+from medverse.core.errors import ConfigError, DicomError, InputError
 from medverse.core.registry import label_color
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
@@ -82,9 +82,17 @@ def write_seg(
     Raises:
         InputError: If the labels are empty or not on the source grid.
         DicomError: If the source files are missing or do not match the source volume.
+        ConfigError: For an unknown ``segmentation_type``.
     """
     path = Path(path)
-    seg_type = hd.seg.SegmentationTypeValues(segmentation_type or default_segmentation_type())
+    try:
+        seg_type = hd.seg.SegmentationTypeValues(
+            segmentation_type.upper() if segmentation_type else default_segmentation_type().value
+        )
+    except ValueError:
+        raise ConfigError(
+            f"unknown DICOM SEG type {segmentation_type!r}; use LABELMAP or BINARY", path
+        ) from None
     _check_same_grid(labels, source)
     present = labels.present_labels()
     if not present:
