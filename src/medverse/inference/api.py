@@ -65,6 +65,7 @@ def segment(
     onnx_path: str | Path | None = None,
     provider: str | None = None,
     seg_type: str | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> SegmentResult:
     """Segment a DICOM series or NIfTI image with a checkpoint and write the output bundle.
 
@@ -89,6 +90,8 @@ def segment(
         provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt`` (default: the
             device's).
         seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY`` (older viewers).
+        on_step: Called with each step's name (``model``, ``read``, ``predict``, ``write``)
+            as it finishes; it may raise to stop the run (the service's jobs do).
 
     Returns:
         The labels, the report and the written paths.
@@ -97,7 +100,7 @@ def segment(
         MedverseError: For a missing or bad input, checkpoint or option (one-line message).
     """
     seconds: dict[str, float] = {}
-    with _progress(progress, seconds) as step:
+    with _progress(progress, seconds, on_step) as step:
         with step("model", "loading the model"):
             model = load_checkpoint(model_path, map_location="cpu")
         with step("read", "reading the image"):
@@ -267,7 +270,9 @@ def _model_info(model: LoadedModel, model_path: str | Path, predictor: Predictor
 
 
 @contextmanager
-def _progress(enabled: bool, seconds: dict[str, float]) -> Iterator[_Step]:
+def _progress(
+    enabled: bool, seconds: dict[str, float], on_step: Callable[[str], None] | None = None
+) -> Iterator[_Step]:
     """A step timer and, when enabled, a rich spinner per step on stderr.
 
     The spinners are transient: they vanish when the work ends, so a failure prints only its
@@ -289,6 +294,8 @@ def _progress(enabled: bool, seconds: dict[str, float]) -> Iterator[_Step]:
         yield
         seconds[name] = time.perf_counter() - start
         bar.update(task, completed=1)
+        if on_step is not None:
+            on_step(name)
 
     with bar:
         yield step
