@@ -73,6 +73,26 @@ def test_validation_prediction_matches_the_inference_predictor(
     assert np.array_equal(ours.array, theirs.array)
 
 
+def test_mirrored_evaluation_predicts_as_segment_tta(
+    tiny_run: TrainResult, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    model = load_checkpoint(tiny_run.last_checkpoint)
+    image = read_nifti(tiny_dataset / "imagesTr" / "hippocampus_001.nii.gz")
+    precision = inference_precision(torch.device("cpu"))
+    ours = predict_volume(model.network, image, model.plan, precision, 0.25, mirror=True)
+    theirs = Predictor(model, device="cpu", overlap=0.25, mirror_tta=True).predict(image)
+    assert np.array_equal(ours.array, theirs.array)
+    plain = predict_volume(model.network, image, model.plan, precision, 0.25)
+    assert not np.array_equal(ours.array, plain.array)  # the flips do change the labels
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(["hippocampus_001"]))
+    report = evaluate(
+        tiny_run.last_checkpoint, tiny_dataset, tmp_path / "eval", cases=cases,
+        device="cpu", overlap=0.25, mirror_tta=True,
+    )  # fmt: skip
+    assert json.loads(report.summary_json.read_text())["mirror_tta"] is True
+
+
 def test_unknown_case_names_are_refused_before_predicting(
     tiny_run: TrainResult, tiny_dataset: Path, tmp_path: Path
 ) -> None:

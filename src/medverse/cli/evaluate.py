@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="mirroring test-time augmentation, as segment --tta: averages 8 flips, 8x the compute",
+    )
+    parser.add_argument(
         "--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance (default 1 mm)"
     )
     parser.set_defaults(func=run)
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         cases=args.cases or args.split,
         device=args.device,
         overlap=args.overlap,
+        mirror_tta=args.tta,
         tolerance_mm=args.tolerance_mm,
     )
     for name, means in result.per_label.items():

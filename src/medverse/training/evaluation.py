@@ -102,6 +102,7 @@ def evaluate(
     cases: Sequence[str] | str | Path | None = None,
     device: str = "auto",
     overlap: float = 0.5,
+    mirror_tta: bool = False,
     tolerance_mm: float = 1.0,
 ) -> EvaluationResult:
     """Predict every selected case of an MSD dataset and score it against its labels.
@@ -118,6 +119,8 @@ def evaluate(
             all cases when None.
         device: ``auto``, ``cpu`` or ``cuda``.
         overlap: Sliding-window overlap.
+        mirror_tta: Average over the 8 axis mirrorings (as ``medverse segment --tta``;
+            8x the compute).
         tolerance_mm: Surface Dice tolerance.
 
     Raises:
@@ -135,7 +138,9 @@ def evaluate(
     scored: list[tuple[str, dict[int, LabelScores]]] = []
     for entry in entries:
         case = load_msd_case(entry, index.labels)
-        prediction = predict_volume(model.network, case.image, plan, precision, overlap)
+        prediction = predict_volume(
+            model.network, case.image, plan, precision, overlap, mirror=mirror_tta
+        )
         scores = case_scores(
             prediction.array,
             case.label.array,
@@ -155,6 +160,7 @@ def evaluate(
         "dataset": str(data),
         "tolerance_mm": tolerance_mm,
         "overlap": overlap,
+        "mirror_tta": mirror_tta,
     }
     return _write_outputs(Path(out_dir), summary, scored, plan.labels)
 

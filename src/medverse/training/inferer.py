@@ -33,12 +33,21 @@ def predict_on_plan_grid(
 
 
 def predict_volume(
-    network: nn.Module, volume: Volume, plan: Plan, precision: Precision, overlap: float
+    network: nn.Module,
+    volume: Volume,
+    plan: Plan,
+    precision: Precision,
+    overlap: float,
+    *,
+    mirror: bool = False,
 ) -> LabelMap:
-    """Segment a native Volume: plan grid, windows, probabilities back to the native grid."""
+    """Segment a native Volume: plan grid, windows, probabilities back to the native grid.
+
+    ``mirror`` averages over the 8 axis mirrorings of each window (8x the compute).
+    """
     with _evaluating(network):
         backend = TorchBackend(network, precision.device, dtype=precision.dtype)
-        options = WindowOptions(overlap=overlap, batch_size=SW_BATCH_SIZE)
+        options = WindowOptions(overlap=overlap, batch_size=SW_BATCH_SIZE, mirror=mirror)
         return predict_labels(volume, plan, backend, options, precision.device)
 
 
