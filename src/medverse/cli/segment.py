@@ -140,7 +140,7 @@ def speed_options(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend or ("onnxruntime" if args.onnx else "torch"),
         "precision": args.precision,
         "skip_background": args.skip_air,
-        "batch_size": args.batch_size,
+        "sw_batch_size": args.batch_size,
         "onnx_path": args.onnx,
         "provider": args.provider,
     }

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -44,6 +44,33 @@ class SegmentResult:
         return self.outputs.files()
 
 
+class PredictOptions(TypedDict, total=False):
+    """How the network runs: the `Predictor` arguments `segment` and `segment_folder` pass on.
+
+    Attributes:
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        overlap: Sliding-window overlap in [0, 1); more is smoother and slower.
+        mirror_tta: Average over 8 mirrorings (8x the compute).
+        backend: ``torch``, ``compile`` or ``onnxruntime``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (torch backends).
+        skip_background: Skip windows holding only air/background.
+        sw_batch_size: Windows per network call (default: 8 on CUDA, one per CPU thread).
+        onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
+        provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt`` (default: the
+            device's).
+    """
+
+    device: str
+    overlap: float
+    mirror_tta: bool
+    backend: str
+    precision: str
+    skip_background: bool
+    sw_batch_size: int | None
+    onnx_path: str | Path | None
+    provider: str | None
+
+
 class _Step(Protocol):
     def __call__(self, name: str, description: str) -> AbstractContextManager[None]: ...
 
@@ -54,18 +81,10 @@ def segment(
     model_path: str | Path,
     out_dir: str | Path,
     series_uid: str | None = None,
-    device: str = "auto",
-    overlap: float = 0.5,
-    mirror_tta: bool = False,
     progress: bool = True,
-    backend: str = "torch",
-    precision: str = "auto",
-    skip_background: bool = False,
-    batch_size: int | None = None,
-    onnx_path: str | Path | None = None,
-    provider: str | None = None,
     seg_type: str | None = None,
     on_step: Callable[[str], None] | None = None,
+    **options: Unpack[PredictOptions],
 ) -> SegmentResult:
     """Segment a DICOM series or NIfTI image with a checkpoint and write the output bundle.
 
@@ -78,20 +97,11 @@ def segment(
         model_path: A checkpoint written by ``save_checkpoint``.
         out_dir: Output folder, created if needed.
         series_uid: Which series to read when a DICOM folder holds several.
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        overlap: Sliding-window overlap in [0, 1); more is smoother and slower.
-        mirror_tta: Average over 8 mirrorings (8x the compute).
         progress: Show the steps on stderr.
-        backend: ``torch``, ``compile`` or ``onnxruntime`` (see `Predictor`).
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (torch backends).
-        skip_background: Skip windows holding only air/background.
-        batch_size: Windows per network call (default: 8 on CUDA, one per CPU thread).
-        onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
-        provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt`` (default: the
-            device's).
         seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY`` (older viewers).
         on_step: Called with each step's name (``model``, ``read``, ``predict``, ``write``)
             as it finishes; it may raise to stop the run (the service's jobs do).
+        **options: How the network runs (`PredictOptions`).
 
     Returns:
         The labels, the report and the written paths.
@@ -106,18 +116,7 @@ def segment(
         with step("read", "reading the image"):
             image = read_image(input_path, series_uid)
         check_modality(image, model.plan, input_path)
-        predictor = Predictor(
-            model,
-            device=device,
-            overlap=overlap,
-            mirror_tta=mirror_tta,
-            backend=backend,
-            precision=precision,
-            skip_background=skip_background,
-            sw_batch_size=batch_size,
-            onnx_path=onnx_path,
-            provider=provider,
-        )
+        predictor = Predictor(model, **options)
         with step("predict", f"segmenting on {predictor.device}"):
             labels = predictor.predict(image)
         report = measure(labels, source=image).model_copy(
@@ -142,18 +141,10 @@ def segment_folder(
     *,
     model_path: str | Path,
     out_dir: str | Path,
-    device: str = "auto",
-    overlap: float = 0.5,
-    mirror_tta: bool = False,
-    backend: str = "torch",
-    precision: str = "auto",
-    skip_background: bool = False,
-    batch_size: int | None = None,
-    onnx_path: str | Path | None = None,
-    provider: str | None = None,
     labels_only: bool = False,
     seg_type: str | None = None,
     on_done: Callable[[StudyOutcome], None] | None = None,
+    **options: Unpack[PredictOptions],
 ) -> list[StudyOutcome]:
     """Segment every study in a folder; each gets ``out_dir/<study>/``.
 
@@ -165,18 +156,10 @@ def segment_folder(
         folder: Holds the studies: ``.nii``/``.nii.gz`` files and DICOM subfolders.
         model_path: A checkpoint written by ``save_checkpoint``.
         out_dir: Output root, created if needed.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        overlap: Sliding-window overlap in [0, 1).
-        mirror_tta: Average over 8 mirrorings (8x the compute).
-        backend: ``torch``, ``compile`` or ``onnxruntime``.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
-        skip_background: Skip windows holding only air/background.
-        batch_size: Windows per network call.
-        onnx_path: An ONNX file from ``medverse export`` for the onnxruntime backend.
-        provider: ONNX Runtime provider: ``cpu``, ``cuda`` or ``tensorrt``.
         labels_only: Write only ``labels.nii.gz`` per study.
         seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY``.
         on_done: Called with each study's outcome as soon as it is known.
+        **options: How the network runs (`PredictOptions`).
 
     Returns:
         One outcome per study, in name order.
@@ -186,18 +169,7 @@ def segment_folder(
     """
     studies = find_studies(folder)
     model = load_checkpoint(model_path, map_location="cpu")
-    predictor = Predictor(
-        model,
-        device=device,
-        overlap=overlap,
-        mirror_tta=mirror_tta,
-        backend=backend,
-        precision=precision,
-        skip_background=skip_background,
-        sw_batch_size=batch_size,
-        onnx_path=onnx_path,
-        provider=provider,
-    )
+    predictor = Predictor(model, **options)
     return segment_many(
         studies, predictor, out_dir, labels_only=labels_only, seg_type=seg_type, on_done=on_done
     )
