@@ -218,9 +218,7 @@ def segment_with_bundle(args: argparse.Namespace) -> SegmentResult:
     model = load_bundle(args.bundle)
     image = read_image(args.input, args.series)
     check_modality(image, model.plan, args.input)
-    options = speed_options(args)
-    options["sw_batch_size"] = options.pop("batch_size")
-    predictor = Predictor(model, **options)
+    predictor = Predictor(model, **speed_options(args))
     labels = model.restored(predictor.predict(model.oriented(image)), image)
     predicted = time.perf_counter() - start
     name = f"MONAI bundle {model.meta['bundle']}"
