@@ -25,6 +25,12 @@ def _options(parser: argparse.ArgumentParser) -> None:
     add("--preset", help="model preset (default: dynunet); see the registry")
     add("--plan", type=Path, metavar="PLAN_JSON", help="use this plan instead of planning")
     add("--patch-size", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch")
+    add(
+        "--init-weights",
+        type=Path,
+        metavar="CKPT",
+        help="start from this medverse checkpoint (fine-tuning; its plan is used)",
+    )
     add("--optimizer", choices=("adamw", "sgd"), help="adamw 3e-4 (default) or sgd 1e-2 Nesterov")
     add("--lr", type=float, help="initial learning rate (default: the optimiser's)")
     add("--weight-decay", type=float, help="weight decay (default 3e-5)")
@@ -71,6 +77,7 @@ _FIELDS = {
     "preset": "preset",
     "plan": "plan_path",
     "patch_size": "patch_size",
+    "init_weights": "init_weights",
     "optimizer": "optimizer",
     "lr": "lr",
     "weight_decay": "weight_decay",

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from medverse.core.logging import configure_logging, get_logger
+from medverse.models.checkpoint import load_checkpoint
 from medverse.models.factory import build_network
 from medverse.models.losses import make_loss
 from medverse.parallel.ddp import (
@@ -115,7 +116,11 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(config.seed)  # same initial weights on every rank
-    network = build_network(plan.preset, 1, plan.num_classes).to(ctx.device)
+    network = build_network(plan.preset, 1, plan.num_classes)
+    if config.init_weights is not None and not setup.resumed:
+        network.load_state_dict(load_checkpoint(config.init_weights).network.state_dict())
+        _log.info("starting from the weights of %s", config.init_weights)
+    network = network.to(ctx.device)
     seed_everything(config.seed + 1000 * ctx.rank)
     by_name = {case.name: case for case in dataset.cases}
     cache_device = ctx.device if config.cache == CacheLocation.DEVICE else torch.device("cpu")

@@ -34,6 +34,8 @@ class TrainConfig(BaseModel):
         preset: Model preset (registry name); None keeps the plan's preset.
         plan_path: Use this plan.json instead of planning from the dataset's fingerprint.
         patch_size: Override the plan's patch size.
+        init_weights: Start from this medverse checkpoint's weights (fine-tuning); the run
+            takes the checkpoint's plan, so its network and preprocessing fit the weights.
         epochs: Number of epochs.
         iters_per_epoch: Optimiser steps per epoch.
         batch_size: Patches per step and process.
@@ -62,6 +64,7 @@ class TrainConfig(BaseModel):
     preset: str | None = None
     plan_path: Path | None = None
     patch_size: tuple[int, int, int] | None = None
+    init_weights: Path | None = None
     epochs: int = Field(default=100, ge=1)
     iters_per_epoch: int = Field(default=100, ge=1)
     batch_size: int = Field(default=2, ge=1)

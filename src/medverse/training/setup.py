@@ -140,6 +140,8 @@ def _resumed_config(run_dir: Path, given: TrainConfig) -> TrainConfig:
 def _choose_plan(dataset: MsdDataset, run_dir: Path, config: TrainConfig) -> Plan:
     if config.resume:
         return Plan.load(run_dir / PLAN_FILE)
+    if config.init_weights is not None:
+        return _plan_of_weights(dataset, config)
     if config.plan_path is not None:
         if config.preset is not None or config.patch_size is not None:
             raise ConfigError("give either a plan file or --preset/--patch-size, not both")
@@ -154,3 +156,25 @@ def _choose_plan(dataset: MsdDataset, run_dir: Path, config: TrainConfig) -> Pla
     fingerprint = compute_fingerprint(pairs, dataset.modality, labels=dataset.labels)
     overrides = {"patch_size": list(config.patch_size)} if config.patch_size else None
     return make_plan(fingerprint, preset=config.preset or DEFAULT_PRESET, overrides=overrides)
+
+
+def _plan_of_weights(dataset: MsdDataset, config: TrainConfig) -> Plan:
+    """The plan of the checkpoint a fine-tuning run starts from (its weights are checked too)."""
+    from medverse.models.checkpoint import load_checkpoint
+
+    path = Path(str(config.init_weights))
+    if config.plan_path is not None or config.preset is not None:
+        raise ConfigError("--init-weights brings its own plan and preset; drop --plan/--preset")
+    loaded = load_checkpoint(path)  # ModelError naming the file when it is not usable
+    plan = loaded.plan
+    if {int(k): v for k, v in plan.labels.items()} != dataset.labels:
+        raise ConfigError(
+            f"the checkpoint's labels {plan.labels} differ from the dataset's {dataset.labels}",
+            path,
+        )
+    if config.patch_size is None:
+        return plan
+    try:
+        return Plan.model_validate({**plan.model_dump(), "patch_size": config.patch_size})
+    except ValidationError as error:
+        raise ConfigError(f"--patch-size does not fit ({first_error(error)})") from None
