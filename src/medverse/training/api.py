@@ -145,7 +145,7 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
         loss_fn=make_loss(),
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, config.epochs * config.iters_per_epoch),
-        precision=make_precision(ctx.device, config.amp),
+        precision=make_precision(ctx.device, config.amp, config.cpu_bf16),
         loader=loader,
         sampler=sampler,
         val_cases=val_cases,

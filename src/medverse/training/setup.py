@@ -20,6 +20,7 @@ from medverse.preprocessing.msd import MsdDataset, load_msd_dataset
 from medverse.preprocessing.plan import Plan, make_plan
 from medverse.training.checkpointing import RESUME_FILE
 from medverse.training.config import TrainConfig
+from medverse.training.precision import make_precision
 from medverse.training.split import SPLIT_FILE, Split, load_split, make_split
 
 _log = get_logger(__name__)
@@ -36,6 +37,7 @@ RUNTIME_FIELDS = frozenset(
         "time_limit_min",
         "device",
         "amp",
+        "cpu_bf16",
         "processes",
         "num_workers",
         "cache",
@@ -99,6 +101,8 @@ def prepare_run(
 
 def _check_device(config: TrainConfig) -> None:
     device = select_device(config.device)
+    if device.type == "cpu" and config.cpu_bf16:
+        make_precision(device, cpu_bf16=True)  # ConfigError on a CPU without native bf16
     if device.type == "cuda" and config.processes > torch.cuda.device_count():
         raise ConfigError(
             f"{config.processes} GPU processes asked for, {torch.cuda.device_count()} GPUs present"

@@ -1,0 +1,43 @@
+"""Opt-in bf16 training on the CPU: used where the CPU has native bf16, refused elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from medverse.core.errors import ConfigError
+from medverse.models.backends import cpu_has_bf16
+from medverse.models.checkpoint import load_checkpoint
+from medverse.training.api import train
+from medverse.training.config import TrainConfig
+from medverse.training.history import read_metrics
+from medverse.training.precision import make_precision
+from tests.training.conftest import tiny_options
+
+CPU = torch.device("cpu")
+
+
+def test_the_cpu_trains_in_float32_unless_asked() -> None:
+    assert make_precision(CPU).dtype is None
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_a_bf16_run_trains_and_ships_float32_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    assert make_precision(CPU, cpu_bf16=True).dtype == torch.bfloat16
+    result = train(tiny_dataset, tmp_path / "run", TrainConfig(cpu_bf16=True, **tiny_options()))
+    rows = read_metrics(result.metrics_csv)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["val_dice"]) <= 1.0 for r in rows)
+    assert all(torch.isfinite(torch.tensor(float(r["train_loss"]))) for r in rows)
+    network = load_checkpoint(result.last_checkpoint).network
+    assert {p.dtype for p in network.parameters()} == {torch.float32}
+    assert all(torch.isfinite(p).all() for p in network.parameters())
+
+
+@pytest.mark.skipif(cpu_has_bf16(), reason="this CPU has native bf16")
+def test_bf16_is_refused_on_a_cpu_without_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no native bf16"):
+        train(tiny_dataset, tmp_path / "run", TrainConfig(cpu_bf16=True, **tiny_options()))
+    assert not (tmp_path / "run").exists()
