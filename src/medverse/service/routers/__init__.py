@@ -1,1 +1,0 @@
-"""One API router per resource: studies, jobs, results, models, users, audit, health."""
