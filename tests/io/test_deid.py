@@ -17,8 +17,8 @@ from medverse.cli.main import main
 from medverse.core.errors import InputError
 from medverse.core.volume import LabelMap
 from medverse.io.deid import DeidSummary, deidentify
-from medverse.io.deid_dataset import shift_date, shift_datetime
-from medverse.io.deid_profile import Action, action_for
+from medverse.io.deid.dataset import shift_date, shift_datetime
+from medverse.io.deid.profile import Action, action_for
 from medverse.io.dicom import read_series, scan_folder
 from medverse.io.seg import read_seg, write_seg
 from tests.conftest import CT_SERIES, DCMQI, MR_STUDY

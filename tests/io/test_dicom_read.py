@@ -10,7 +10,7 @@ import pytest
 
 from medverse.core.errors import DicomError
 from medverse.io.dicom import read_series, scan_folder
-from medverse.io.dicom_scan import SeriesInfo
+from medverse.io.dicom.scan import SeriesInfo
 from tests.conftest import CT_SERIES, DCMQI, SHARED_DATA
 from tests.io.dicom_helpers import CT_3SLICE, T1POST
 

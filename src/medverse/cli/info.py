@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from medverse.io.dicom_scan import FolderScan, SeriesInfo
+    from medverse.io.dicom.scan import FolderScan, SeriesInfo
 
 
 def register(subparsers: Any) -> None:

@@ -11,8 +11,8 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from medverse.io.deid_mapping import DeidMapping, PatientEntry
-from medverse.io.deid_profile import Action, action_for, dummy_value
+from medverse.io.deid.mapping import DeidMapping, PatientEntry
+from medverse.io.deid.profile import Action, action_for, dummy_value
 
 DEID_METHOD = "medverse: PS3.15 Basic Profile, Modified Dates"
 # (code value, meaning) of CID 7050 De-identification Method.

@@ -1,6 +1,6 @@
 """De-identify a DICOM folder per PS3.15 Annex E, consistently across files and runs.
 
-What is applied (``medverse.io.deid_profile`` holds the table as data):
+What is applied (``medverse.io.deid.profile`` holds the table as data):
 
 * The **Basic Application Level Confidentiality Profile** (Table E.1-1, DICOM 2024b) for the
   attributes that occur in CT, MR and SEG objects and their request/procedure-step data:
@@ -50,9 +50,9 @@ from pydicom.errors import InvalidDicomError
 from medverse.core.errors import InputError
 from medverse.core.logging import get_logger
 from medverse.io.atomic import atomic_path
-from medverse.io.deid_dataset import deidentify_dataset
-from medverse.io.deid_mapping import DeidMapping
-from medverse.io.dicom_scan import NON_IMAGE_SOP_PREFIXES, SkippedFile
+from medverse.io.deid.dataset import deidentify_dataset
+from medverse.io.deid.mapping import DeidMapping
+from medverse.io.dicom.scan import NON_IMAGE_SOP_PREFIXES, SkippedFile
 from medverse.io.quiet import quiet_pydicom
 
 __all__ = ["DeidSummary", "deidentify"]

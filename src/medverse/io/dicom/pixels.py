@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medverse.core.errors import DicomError
-from medverse.io.dicom_geometry import Frame
+from medverse.io.dicom.geometry import Frame
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medverse.core.errors import DicomError, InputError
-from medverse.io.dicom_geometry import (
+from medverse.io.dicom.geometry import (
     Frame,
     check_frames,
     frames_from_header,

@@ -6,28 +6,10 @@ from pathlib import Path
 
 from medverse.core.errors import DicomError, InputError, SeriesSelectionError
 from medverse.core.volume import Volume
-from medverse.io.dicom_geometry import check_frames, ras_affine
-from medverse.io.dicom_pixels import read_stack, rescale
-from medverse.io.dicom_scan import (
-    FolderScan,
-    SeriesInfo,
-    SkippedFile,
-    describe_folder,
-    scan_folder,
-)
+from medverse.io.dicom.geometry import check_frames, ras_affine
+from medverse.io.dicom.pixels import read_stack, rescale
+from medverse.io.dicom.scan import FolderScan, SeriesInfo, describe_folder
 from medverse.io.nifti import is_nifti_path, read_nifti, write_nifti
-
-__all__ = [
-    "FolderScan",
-    "SeriesInfo",
-    "SkippedFile",
-    "convert_to_nifti",
-    "describe_folder",
-    "read_image",
-    "read_series",
-    "scan_folder",
-    "select_series",
-]
 
 
 def read_series(
