@@ -10,6 +10,7 @@ import pytest
 
 from medverse.core.errors import InputError, SeriesSelectionError
 from medverse.io.dicom import describe_folder, read_series, scan_folder
+from medverse.io.dicom.header import read_header
 from tests.conftest import CT_SERIES, DCMQI, MR_STUDY
 
 
@@ -63,7 +64,8 @@ def test_empty_uids_fall_back_to_file_meta_and_a_stable_key(
     (ct,) = scan_folder(CT_SERIES)
     assert ct.series_uid == ""  # empty in these files
     assert ct.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"  # from MediaStorageSOPClassUID
-    assert ct.key.startswith("nouid-")
+    assert ct.key == read_header(ct.files[0]).series_uid  # the one stand-in UID rule
+    assert ct.key.startswith("2.25.") and len(ct.key) <= 64
     monkeypatch.chdir(CT_SERIES.parent)
     (relative,) = scan_folder(Path(CT_SERIES.name))
     assert relative.key == ct.key  # the same key however the path is written

@@ -33,6 +33,10 @@ class DicomError(InputError):
     """A DICOM file or series is unreadable or inconsistent."""
 
 
+class NotDicomError(DicomError):
+    """A file is not DICOM at all (no DICM preamble or file meta), as opposed to a damaged one."""
+
+
 class NiftiError(InputError):
     """A NIfTI file is unreadable or its header is invalid."""
 

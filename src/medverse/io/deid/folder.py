@@ -37,31 +37,25 @@ truncated or malformed DICOM files are reported as failed with nothing written f
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
-from medverse.core.errors import InputError
+from medverse.core.errors import DicomError, InputError, NotDicomError
 from medverse.core.logging import get_logger
 from medverse.io.atomic import atomic_path
 from medverse.io.deid.dataset import deidentify_dataset
 from medverse.io.deid.mapping import DeidMapping
-from medverse.io.dicom.scan import NON_IMAGE_SOP_PREFIXES, SkippedFile
+from medverse.io.dicom.geometry import sop_instance_uid
+from medverse.io.dicom.header import DICOMDIR_SOP_CLASS, read_dataset, sop_class_uid
+from medverse.io.dicom.scan import SkippedFile
 from medverse.io.quiet import quiet_pydicom
 
 __all__ = ["DeidSummary", "deidentify"]
 
 _log = get_logger(__name__)
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_SEG_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"})
 
 
 @dataclass(frozen=True)
@@ -189,50 +183,16 @@ class _Run:
 def _read_checked(file: Path) -> Dataset | SkippedFile:
     """Read a whole DICOM file; a SkippedFile for non-DICOM, _BrokenFileError for a damaged one."""
     try:
-        with file.open("rb") as handle:
-            head = handle.read(132)
-    except OSError as error:
-        raise _BrokenFileError(f"unreadable file ({error.strerror or error})") from None
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return SkippedFile(file, "not DICOM (no DICM preamble)")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(file, force=False)
-    except InvalidDicomError:
-        return SkippedFile(file, "not DICOM (invalid file meta)")
-    except Exception as error:  # pydicom raises many kinds of error on damaged files
-        raise _BrokenFileError(f"unreadable DICOM ({_short(error)})") from None
-    if any("end of file" in str(w.message).lower() for w in caught):
-        raise _BrokenFileError("truncated DICOM file (ends before a closing delimiter)")
-    if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+        ds = read_dataset(file, complete=True)
+    except NotDicomError as error:
+        return SkippedFile(file, error.problem)
+    except DicomError as error:
+        raise _BrokenFileError(error.problem) from None
+    if sop_class_uid(ds) == DICOMDIR_SOP_CLASS:
         return SkippedFile(file, "DICOMDIR index (rebuild it for the de-identified files)")
-    _check_complete(ds)
-    return ds
-
-
-def _check_complete(ds: Dataset) -> None:
-    """Refuse a dataset whose file ended early (pydicom reads such files silently)."""
-    if len(ds) == 0:
-        raise _BrokenFileError("truncated DICOM file (no data set after the file meta)")
-    for tag in list(ds.keys()):  # keys, not elements: keep them raw
-        raw = ds.get_item(tag)
-        if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
-            continue
-        if raw.value is not None and len(raw.value) < raw.length:
-            raise _BrokenFileError(f"truncated DICOM file (ends inside element {tag})")
-    if _holds_pixels(ds) and not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise _BrokenFileError("truncated DICOM file (image without pixel data)")
-    if not str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID")):
+    if not sop_instance_uid(ds):
         raise _BrokenFileError("no SOP Instance UID")
-
-
-def _holds_pixels(ds: Dataset) -> bool:
-    """True for objects that must carry pixel data: images and segmentations."""
-    sop_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
-    if "Rows" in ds or sop_class in _SEG_CLASSES:
-        return True
-    return bool(sop_class) and not sop_class.startswith(NON_IMAGE_SOP_PREFIXES)
+    return ds
 
 
 def _target(dst: Path, ds: Dataset) -> Path:

@@ -1,0 +1,273 @@
+"""The one DICOM header reader: every dcmread, a typed header, and the one stand-in UID rule."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from medverse.core.errors import DicomError, NotDicomError
+from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NON_IMAGE_MODALITIES = frozenset(
+    {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "KO", "PR", "REG", "FID", "DOC", "RWV"}
+    | {"AU", "ECG", "HD", "PLAN", "RAW"}
+)
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, registration, fiducials, segmentation, surfaces
+    "1.2.840.10008.5.1.4.1.1.67",  # real world value mapping
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF / CDA
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+)
+# What identifies a study, and a series inside its study, when the file leaves the UID empty.
+STUDY_IDENTITY = (
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+)
+SERIES_IDENTITY = (
+    "FrameOfReferenceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What medverse needs from one DICOM object's header (no patient names or IDs).
+
+    Attributes:
+        path: The file.
+        sop_class_uid: SOPClassUID (file meta MediaStorageSOPClassUID when empty).
+        sop_instance_uid: SOPInstanceUID (file meta MediaStorageSOPInstanceUID when empty).
+        study_instance_uid: StudyInstanceUID as stored ("" when empty).
+        series_instance_uid: SeriesInstanceUID as stored ("" when empty).
+        study_uid: The study UID, or its :func:`stand_in_uid` when the file leaves it empty.
+        series_uid: The series UID, or its :func:`stand_in_uid` when the file leaves it empty.
+        frame_of_reference_uid: FrameOfReferenceUID ("" when absent).
+        modality: Modality, e.g. "CT", "MR", "SEG".
+        series_description: SeriesDescription.
+        series_number: SeriesNumber as text.
+        rows: Pixel rows (0 when absent).
+        columns: Pixel columns (0 when absent).
+        number_of_frames: NumberOfFrames (1 when absent).
+        identity_removed: True when the file says PatientIdentityRemoved = YES.
+        frames: The image planes and their geometry (image objects with a usable geometry).
+        frame_error: Why the geometry is unusable, or None.
+    """
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    series_description: str
+    series_number: str
+    rows: int
+    columns: int
+    number_of_frames: int
+    identity_removed: bool
+    frames: tuple[Frame, ...] = field(default=(), repr=False)
+    frame_error: str | None = None
+
+    @property
+    def is_dicomdir(self) -> bool:
+        """True for a DICOMDIR index (a media directory, not an object of any series)."""
+        return self.sop_class_uid == DICOMDIR_SOP_CLASS
+
+    @property
+    def is_image(self) -> bool:
+        """False for SEG, RTSTRUCT, SR and the other objects that are not image volumes."""
+        return is_image_object(self.modality, self.sop_class_uid)
+
+
+def is_image_object(modality: str, sop_class_uid: str) -> bool:
+    """Tell image objects from SEG, SR, RT and other non-image objects by modality and class."""
+    if modality.upper() in NON_IMAGE_MODALITIES:
+        return False
+    return not sop_class_uid.startswith(NON_IMAGE_SOP_PREFIXES)
+
+
+def stand_in_uid(kind: str, values: Iterable[str]) -> str:
+    """The one rule for a UID the files leave empty: ``2.25.`` + 128 bits of SHA-256.
+
+    The digest covers the kind ("study" or "series") and the identifying values, so the
+    same objects always get the same UID, whichever folder or upload they come from. The
+    result is a valid UID (PS3.5 B.2, UUID-derived form) of at most 44 characters.
+
+    Args:
+        kind: What the UID stands in for.
+        values: The header values that identify it.
+    """
+    digest = hashlib.sha256("|".join([kind, *values]).encode("utf-8")).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
+def read_dataset(path: Path, *, pixels: bool = True, complete: bool = False) -> Dataset:
+    """Read a DICOM file with pydicom, keeping its warnings and log records off the console.
+
+    Args:
+        path: The file.
+        pixels: Read the pixel data too (False stops before it: headers only).
+        complete: Refuse a file that ends early (pydicom reads many such files silently).
+
+    Raises:
+        NotDicomError: If the file has no DICM preamble or no valid file meta.
+        DicomError: If the file is unreadable, damaged or (with ``complete``) truncated.
+    """
+    try:
+        with path.open("rb") as handle:
+            preamble = handle.read(132)
+    except OSError as error:
+        raise DicomError(f"unreadable file ({error.strerror or error})", path) from None
+    if len(preamble) < 132 or preamble[128:132] != b"DICM":
+        raise NotDicomError("not DICOM (no DICM preamble)", path)
+    logger = logging.getLogger("pydicom")
+    was_disabled, logger.disabled = logger.disabled, True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=False)
+    except InvalidDicomError:
+        raise NotDicomError("not DICOM (invalid file meta)", path) from None
+    except Exception as error:  # pydicom raises many kinds of error on damaged files
+        what = "DICOM" if pixels else "DICOM header"
+        raise DicomError(f"unreadable {what} ({short_error(error)})", path) from None
+    finally:
+        logger.disabled = was_disabled
+    if complete:
+        if any("end of file" in str(w.message).lower() for w in caught):
+            raise DicomError("truncated DICOM file (ends before a closing delimiter)", path)
+        check_complete(ds, path)
+    return ds
+
+
+def check_complete(ds: Dataset, path: Path) -> None:
+    """Refuse a dataset whose file ended early: empty, an element cut short, or lost pixels.
+
+    Raises:
+        DicomError: Naming the file and where it was cut.
+    """
+    if len(ds) == 0:
+        raise DicomError("truncated DICOM file (no data set after the file meta)", path)
+    for tag in list(ds.keys()):  # keys, not elements: keep them raw
+        raw = ds.get_item(tag)
+        if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
+            continue
+        if raw.value is not None and len(raw.value) < raw.length:
+            raise DicomError(f"truncated DICOM file (ends inside element {tag})", path)
+    if _must_hold_pixels(ds) and not any(k in ds for k in PIXEL_KEYWORDS):
+        raise DicomError("truncated DICOM file (image without pixel data)", path)
+
+
+def _must_hold_pixels(ds: Dataset) -> bool:
+    """True for objects that must carry pixel data: images and segmentations."""
+    sop_class = sop_class_uid(ds)
+    if "Rows" in ds:
+        return True
+    return sop_class not in ("", DICOMDIR_SOP_CLASS) and is_image_object("", sop_class)
+
+
+def read_header(path: Path) -> DicomHeader:
+    """Read one file's header (no pixel data) as a :class:`DicomHeader`.
+
+    Raises:
+        NotDicomError: If the file is not DICOM.
+        DicomError: If the header is unreadable or damaged.
+    """
+    return header_of(read_dataset(path, pixels=False), path)
+
+
+def header_of(ds: Dataset, path: Path) -> DicomHeader:
+    """Summarise a dataset already read (every value is converted here).
+
+    Raises:
+        DicomError: If a value is malformed (pydicom converts lazily, so damage shows here).
+    """
+    try:
+        return _summarise(ds, path)
+    except DicomError:
+        raise
+    except Exception as error:  # a damaged element surfaces only when it is converted
+        raise DicomError(f"unreadable DICOM header ({short_error(error)})", path) from None
+
+
+def _summarise(ds: Dataset, path: Path) -> DicomHeader:
+    study = text_value(ds, "StudyInstanceUID")
+    series = text_value(ds, "SeriesInstanceUID")
+    study_uid = study or stand_in_uid("study", (text_value(ds, k) for k in STUDY_IDENTITY))
+    series_uid = series or stand_in_uid(
+        "series", [study_uid, *(text_value(ds, k) for k in SERIES_IDENTITY)]
+    )
+    sop_class = sop_class_uid(ds)
+    modality = text_value(ds, "Modality")
+    frames: list[Frame] = []
+    frame_error = None
+    if is_image_object(modality, sop_class) and "Rows" in ds and "Columns" in ds:
+        try:
+            frames = frames_from_header(ds, path)
+        except DicomError as error:
+            frame_error = error.one_line()
+    return DicomHeader(
+        path=path,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance_uid(ds),
+        study_instance_uid=study,
+        series_instance_uid=series,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_of_reference_uid=text_value(ds, "FrameOfReferenceUID"),
+        modality=modality,
+        series_description=text_value(ds, "SeriesDescription"),
+        series_number=text_value(ds, "SeriesNumber"),
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
+        identity_removed=text_value(ds, "PatientIdentityRemoved").upper() == "YES",
+        frames=tuple(frames),
+        frame_error=frame_error,
+    )
+
+
+def text_value(ds: Dataset, keyword: str) -> str:
+    """An attribute as stripped text ("" when absent or empty)."""
+    return str(ds.get(keyword, "") or "").strip()
+
+
+def sop_class_uid(ds: Dataset) -> str:
+    """Return the dataset's SOPClassUID, or the file meta MediaStorageSOPClassUID if empty."""
+    uid = text_value(ds, "SOPClassUID")
+    if not uid and getattr(ds, "file_meta", None) is not None:
+        uid = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "").strip()
+    return uid
+
+
+def short_error(error: BaseException) -> str:
+    """An exception's text on one line, at most 160 characters (its type when it has none)."""
+    return " ".join(str(error).split())[:160] or type(error).__name__
