@@ -39,7 +39,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from medverse.core.settings import Settings
-from medverse.service.accounts import add_user, issue_token
+from medverse.service.auth.accounts import add_user, issue_token
 from medverse.service.db import open_database
 from medverse.service.tables import Study
 

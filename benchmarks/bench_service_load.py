@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the test helpers: PostgreSQL server, the fitted tiny model
 
 from medverse.core.settings import Settings  # noqa: E402
-from medverse.service.accounts import add_user, issue_token  # noqa: E402
+from medverse.service.auth.accounts import add_user, issue_token  # noqa: E402
 from medverse.service.db import open_database  # noqa: E402
 
 CT_SERIES = REPO.parent / "shared" / "data" / "dicom_ct_series_totalsegmentator" / "dicom"

@@ -14,11 +14,11 @@ from medverse.inference.report import measure, write_report
 from medverse.io.dicom import read_series
 from medverse.io.mesh import label_meshes, write_glb
 from medverse.io.nifti import write_nifti
-from medverse.service.accounts import add_user, issue_token
 from medverse.service.app import build_services
-from medverse.service.study_store import load_study
+from medverse.service.auth.accounts import add_user, issue_token
+from medverse.service.studies.store import load_study
+from medverse.service.studies.uploads import ReceivedFile
 from medverse.service.tables import Job, JobState
-from medverse.service.uploads import ReceivedFile
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ct_abdomen"
 USERS = {"alice": "clinician", "bob": "clinician", "rita": "researcher"}

@@ -19,8 +19,8 @@ with warnings.catch_warnings():  # starlette 1.3 asks for httpx2; httpx 0.28 is 
     from fastapi.testclient import TestClient
 
 from medverse.core.settings import Settings
-from medverse.service.accounts import add_user, issue_token
 from medverse.service.app import create_app
+from medverse.service.auth.accounts import add_user, issue_token
 from medverse.service.db import Database, open_database
 from medverse.service.tables import Study
 from tests.conftest import CT_SERIES

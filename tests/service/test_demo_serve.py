@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from medverse.core.settings import Settings
+from medverse.service.auth.security import authenticate
 from medverse.service.db import open_database
 from medverse.service.demo import prepare_demo
-from medverse.service.security import authenticate
 from tests.conftest import EXAMPLES
 from tests.service.conftest import MODEL
 from tests.service.postgres import _free_port

@@ -11,9 +11,10 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
 from medverse.core.settings import Settings
-from medverse.service.audit import AuditLog, Outcome
+from medverse.service.audit.store import AuditLog, Outcome
+from medverse.service.auth.security import Principal
 from medverse.service.db import Database
-from medverse.service.job_store import (
+from medverse.service.jobs.store import (
     ClaimedJob,
     cancel_job,
     claim_next,
@@ -24,7 +25,6 @@ from medverse.service.job_store import (
     renew_lease,
     requeue_expired,
 )
-from medverse.service.security import Principal
 from medverse.service.tables import Job, JobState, Role, utcnow
 from tests.service.conftest import insert_study, open_api
 

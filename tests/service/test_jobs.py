@@ -10,7 +10,7 @@ import time
 import nibabel as nib
 import pydicom
 
-from medverse.service.worker import Worker
+from medverse.service.jobs.worker import Worker
 from tests.service.conftest import MODEL, Api, ct_files
 
 FIVE = ["labels.nii.gz", "seg.dcm", "meshes.glb", "report.json", "overview.png"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medverse.service.db import Database
-from medverse.service.job_store import claim_next, create_job
-from medverse.service.metrics import render_metrics
+from medverse.service.health.metrics import render_metrics
+from medverse.service.jobs.store import claim_next, create_job
 from tests.service.conftest import insert_study
 
 

@@ -23,7 +23,7 @@ import pydicom
 import pytest
 
 from medverse.service.db import open_database
-from medverse.service.dicomweb import DicomWebClient
+from medverse.service.pacs.dicomweb import DicomWebClient
 from tests.conftest import MR_STUDY
 from tests.service import orthanc
 from tests.service.conftest import Api, make_settings, open_api

@@ -18,9 +18,9 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from medverse.service.app import create_app
-from medverse.service.audit import read_audit
+from medverse.service.audit.store import read_audit
 from medverse.service.db import Database
-from medverse.service.job_store import create_job
+from medverse.service.jobs.store import create_job
 from medverse.service.static import WEB_DIST
 from medverse.service.tables import Study
 from tests.service.conftest import Api, TestClient, ct_files, insert_study

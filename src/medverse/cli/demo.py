@@ -68,8 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from medverse.cli.users import service_settings
     from medverse.inference.demo import default_examples_dir
-    from medverse.service.demo import prepare_demo
-    from medverse.service.server import serve
+    from medverse.service.api import prepare_demo, serve
 
     examples = args.examples or default_examples_dir()
     models = args.models_dir or (examples.parent / "models")

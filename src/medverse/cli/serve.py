@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     from medverse.cli.users import service_settings
-    from medverse.service.server import serve
+    from medverse.service.api import serve
 
     settings = service_settings(args.data_dir, args.models_dir)
     serve(settings, host=args.host, port=args.port, run_worker=not args.no_worker)

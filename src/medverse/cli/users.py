@@ -42,26 +42,20 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one user action."""
-    from medverse.service import accounts
-    from medverse.service.db import open_database
+    from medverse.service import api
 
     settings = service_settings(args.data_dir)
-    db = open_database(settings)
-    try:
-        if args.action == "add":
-            user = accounts.add_user(db, args.name, args.role)
-            print(f"added {user.name} ({user.role}); get a token: medverse users token {user.name}")
-        elif args.action == "remove":
-            accounts.remove_user(db, args.name)
-            print(f"removed {args.name} and revoked their tokens")
-        elif args.action == "token":
-            pepper = settings.token_pepper.get_secret_value()
-            print(accounts.issue_token(db, args.name, pepper, revoke_others=args.revoke_others))
-        else:
-            for user, tokens in accounts.list_users(db):
-                print(f"{user.name}\t{user.role}\t{tokens} token(s)")
-    finally:
-        db.dispose()
+    if args.action == "add":
+        user = api.add_user(settings, args.name, args.role)
+        print(f"added {user.name} ({user.role}); get a token: medverse users token {user.name}")
+    elif args.action == "remove":
+        api.remove_user(settings, args.name)
+        print(f"removed {args.name} and revoked their tokens")
+    elif args.action == "token":
+        print(api.issue_token(settings, args.name, revoke_others=args.revoke_others))
+    else:
+        for user in api.list_users(settings):
+            print(f"{user.name}\t{user.role}\t{user.tokens} token(s)")
     return 0
 
 

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Work until stopped."""
     from medverse.cli.users import service_settings
-    from medverse.service.server import work
+    from medverse.service.api import work
 
     work(service_settings(args.data_dir, args.models_dir))
     return 0

@@ -15,25 +15,45 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import medverse
 from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
-from medverse.service.archive import ArchiveLimits
+from medverse.service.audit import router as audit_router
+from medverse.service.auth import router as auth_router
 from medverse.service.db import Database, database_url
 from medverse.service.deps import Services
 from medverse.service.errors import install_error_handlers
-from medverse.service.ingest import Ingestor
-from medverse.service.job_store import requeue_expired
-from medverse.service.model_catalog import ModelCatalog
+from medverse.service.health import router as health_router
+from medverse.service.jobs import router as jobs_router
+from medverse.service.jobs.store import requeue_expired
+from medverse.service.jobs.worker import Worker, WorkerThread
+from medverse.service.models import router as models_router
+from medverse.service.models.catalog import ModelCatalog
+from medverse.service.pacs import router as pacs_router
+from medverse.service.results import router as results_router
 from medverse.service.rooms import install_rooms
-from medverse.service.routers import audit, health, jobs, models, pacs, results, studies, users
 from medverse.service.static import install_static
 from medverse.service.storage import Storage
-from medverse.service.uploads import too_large
-from medverse.service.worker import Worker, WorkerThread
+from medverse.service.studies import router as studies_router
+from medverse.service.studies.archive import ArchiveLimits
+from medverse.service.studies.ingest import Ingestor
+from medverse.service.studies.uploads import too_large
+from medverse.service.viewer import router as viewer_router
 
 _LOG = get_logger(__name__)
 # Bodies other than study uploads are small JSON documents.
 MAX_JSON_BYTES = 1 << 20
 UPLOAD_PATH = "/api/studies"
 SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# One router per resource, in the order the OpenAPI document lists them (rooms, then the
+# viewer's data, follow).
+ROUTERS = (
+    studies_router,
+    jobs_router,
+    results_router,
+    models_router,
+    pacs_router,
+    auth_router,
+    audit_router,
+    health_router,
+)
 
 
 def build_services(settings: Settings) -> Services:
@@ -87,9 +107,10 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     app.state.services = services
     app.state.storage = services.storage
     install_error_handlers(app)
-    for module in (studies, jobs, results, models, pacs, users, audit, health):
+    for module in ROUTERS:
         app.include_router(module.router)
     install_rooms(app, services.db)
+    app.include_router(viewer_router.router)
     install_static(app)
     app.add_middleware(GuardMiddleware, upload_limit=settings.max_upload_bytes)
     return app

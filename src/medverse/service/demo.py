@@ -9,13 +9,13 @@ from sqlalchemy import select
 
 from medverse.core.errors import InputError
 from medverse.core.settings import Settings
-from medverse.service.accounts import add_user, issue_token
 from medverse.service.app import build_services
+from medverse.service.auth.accounts import add_user, issue_token
 from medverse.service.deps import Services
-from medverse.service.job_store import create_job
-from medverse.service.study_store import load_study, segmentation_input
+from medverse.service.jobs.store import create_job
+from medverse.service.studies.store import load_study, segmentation_input
+from medverse.service.studies.uploads import ReceivedFile
 from medverse.service.tables import Job, Study, User
-from medverse.service.uploads import ReceivedFile
 
 ADMIN = "demo-admin"
 CT_DICOM = Path("ct_abdomen") / "dicom"

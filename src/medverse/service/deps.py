@@ -11,13 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
-from medverse.service.audit import AuditLog
+from medverse.service.audit.store import AuditLog
+from medverse.service.auth.security import Principal, authenticate, require_role
 from medverse.service.db import Database
 from medverse.service.errors import UnauthorizedError
-from medverse.service.ingest import Ingestor
-from medverse.service.model_catalog import ModelCatalog
-from medverse.service.security import Principal, authenticate, require_role
+from medverse.service.models.catalog import ModelCatalog
 from medverse.service.storage import Storage
+from medverse.service.studies.ingest import Ingestor
 from medverse.service.tables import Role
 
 _LOG = get_logger(__name__)

@@ -10,8 +10,8 @@ import uvicorn
 
 from medverse.core.settings import Settings
 from medverse.service.app import build_services, create_app, silence_phi_prone_loggers
-from medverse.service.job_store import requeue_expired
-from medverse.service.worker import Worker
+from medverse.service.jobs.store import requeue_expired
+from medverse.service.jobs.worker import Worker
 
 
 def serve(

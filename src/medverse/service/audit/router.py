@@ -7,15 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from medverse.service.audit import read_audit
+from medverse.service.audit.schemas import AuditEventPublic
+from medverse.service.audit.store import read_audit
 from medverse.service.deps import AdminDep, AuditDep, ServicesDep
-from medverse.service.schemas import (
-    MAX_ID,
-    TEXT_PATTERN,
-    USER_PATTERN,
-    AuditEventPublic,
-    ErrorPublic,
-)
+from medverse.service.schemas import MAX_ID, TEXT_PATTERN, USER_PATTERN, ErrorPublic
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorPublic} for code in (401, 403)}

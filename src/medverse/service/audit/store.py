@@ -11,9 +11,9 @@ from enum import StrEnum
 from sqlalchemy import select
 
 from medverse.core.errors import MedverseError
+from medverse.service.auth.security import Principal
 from medverse.service.db import Database
 from medverse.service.errors import ForbiddenError, NotFoundError, ServiceError
-from medverse.service.security import Principal
 from medverse.service.tables import AuditEvent
 
 

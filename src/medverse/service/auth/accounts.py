@@ -6,9 +6,10 @@ import re
 
 from sqlalchemy import delete, select
 
+from medverse.service.auth.schemas import UserPublic
+from medverse.service.auth.security import make_token
 from medverse.service.db import Database
 from medverse.service.errors import BadRequestError, ConflictError, NotFoundError
-from medverse.service.security import make_token
 from medverse.service.tables import ApiToken, Role, User
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -82,6 +83,13 @@ def list_users(db: Database) -> list[tuple[User, int]]:
     with db.reading() as session:
         users = list(session.scalars(select(User).order_by(User.name)))
         return [(user, len(user.tokens)) for user in users]
+
+
+def user_public(user: User, tokens: int) -> UserPublic:
+    """What the API and the CLI show of a user (never a token)."""
+    return UserPublic(
+        name=user.name, role=Role(user.role), created_at=user.created_at, tokens=tokens
+    )
 
 
 def _role(role: Role | str) -> Role:

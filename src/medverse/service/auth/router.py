@@ -6,16 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from medverse.service.accounts import add_user, issue_token, list_users, remove_user
-from medverse.service.deps import AdminDep, PrincipalDep, ServicesDep
-from medverse.service.schemas import (
-    USER_PATTERN,
-    ErrorPublic,
-    PrincipalPublic,
-    TokenPublic,
-    UserCreate,
-    UserPublic,
+from medverse.service.auth.accounts import (
+    add_user,
+    issue_token,
+    list_users,
+    remove_user,
+    user_public,
 )
+from medverse.service.auth.schemas import PrincipalPublic, TokenPublic, UserCreate, UserPublic
+from medverse.service.deps import AdminDep, PrincipalDep, ServicesDep
+from medverse.service.schemas import USER_PATTERN, ErrorPublic
 from medverse.service.tables import Role
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -34,10 +34,7 @@ def get_me(principal: PrincipalDep) -> PrincipalPublic:
 @router.get("", response_model=list[UserPublic], responses=_ERRORS, summary="List users")
 def get_users(services: ServicesDep, _admin: AdminDep) -> list[UserPublic]:
     """Every user with their role and number of tokens (admins only)."""
-    return [
-        UserPublic(name=u.name, role=Role(u.role), created_at=u.created_at, tokens=n)
-        for u, n in list_users(services.db)
-    ]
+    return [user_public(u, n) for u, n in list_users(services.db)]
 
 
 @router.post(
@@ -46,7 +43,7 @@ def get_users(services: ServicesDep, _admin: AdminDep) -> list[UserPublic]:
 def post_user(body: UserCreate, services: ServicesDep, _admin: AdminDep) -> UserPublic:
     """Create a user (admins only); then issue a token for them."""
     user = add_user(services.db, body.name, body.role)
-    return UserPublic(name=user.name, role=Role(user.role), created_at=user.created_at, tokens=0)
+    return user_public(user, tokens=0)
 
 
 @router.delete("/{name}", response_model=PrincipalPublic, responses=_ERRORS, summary="Remove")

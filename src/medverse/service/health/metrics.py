@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 
 from medverse.service.db import Database
-from medverse.service.job_store import counts_by_state
+from medverse.service.jobs.store import counts_by_state
 from medverse.service.tables import Job, JobState, Study
 
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

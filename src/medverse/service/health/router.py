@@ -8,8 +8,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 import medverse
 from medverse.core.logging import get_logger
 from medverse.service.deps import ServicesDep
-from medverse.service.metrics import CONTENT_TYPE, render_metrics
-from medverse.service.schemas import HealthPublic
+from medverse.service.health.metrics import CONTENT_TYPE, render_metrics
+from medverse.service.health.schemas import HealthPublic
 
 router = APIRouter(tags=["health"])
 _LOG = get_logger(__name__)

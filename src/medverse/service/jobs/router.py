@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import select
 
-from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
+from medverse.service.auth.security import require_role
+from medverse.service.deps import AuditDep, PrincipalDep, ServicesDep
 from medverse.service.errors import BadRequestError
-from medverse.service.job_store import cancel_job, create_job, job_public, load_job
-from medverse.service.schemas import ID_PATTERN, ErrorPublic, JobCreate, JobPublic
-from medverse.service.security import Principal, require_role
-from medverse.service.study_store import check_access, load_study, segmentation_input
-from medverse.service.tables import Job, JobState, Role, Study
+from medverse.service.jobs.schemas import JobCreate, JobPublic
+from medverse.service.jobs.store import (
+    cancel_job,
+    create_job,
+    job_public,
+    list_jobs,
+    visible_job,
+)
+from medverse.service.schemas import ID_PATTERN, ErrorPublic
+from medverse.service.studies.store import check_access, load_study, segmentation_input
+from medverse.service.tables import JobState, Role
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -64,16 +70,7 @@ def get_jobs(
 
     Researchers see jobs on de-identified studies only.
     """
-    query = select(Job).join(Study, Study.id == Job.study_id)
-    if not principal.can_see_identified():
-        query = query.where(Study.identified.is_(False))
-    if study_id is not None:
-        query = query.where(Job.study_id == study_id)
-    if state is not None:
-        query = query.where(Job.state == state.value)
-    query = query.order_by(Job.created_at.desc(), Job.id).limit(limit)
-    with services.db.reading() as session:
-        jobs = list(session.scalars(query))
+    jobs = list_jobs(services.db, principal, study_id=study_id, state=state, limit=limit)
     return [job_public(job, services.storage) for job in jobs]
 
 
@@ -83,7 +80,7 @@ def get_job(
 ) -> JobPublic:
     """A job's state, progress, error and result names."""
     with audit.action("job.read", f"job/{job_id}", record_ok=False):
-        job = visible_job(services, principal, job_id)
+        job = visible_job(services.db, principal, job_id)
     return job_public(job, services.storage)
 
 
@@ -98,21 +95,8 @@ def post_cancel(
 ) -> JobPublic:
     """Cancel a queued or running job (admins, or the user who queued it)."""
     with audit.action("job.cancel", f"job/{job_id}"):
-        job = visible_job(services, principal, job_id)
+        job = visible_job(services.db, principal, job_id)
         if job.created_by != principal.name:
             require_role(principal, Role.ADMIN)
         job = cancel_job(services.db, job_id)
     return job_public(job, services.storage)
-
-
-def visible_job(services: Services, principal: Principal, job_id: str) -> Job:
-    """A job whose study ``principal`` may see.
-
-    Raises:
-        NotFoundError: If there is no such job.
-        ForbiddenError: If the job is on an identified study and the caller is a researcher.
-    """
-    job = load_job(services.db, job_id)
-    with services.db.reading() as session:
-        check_access(principal, load_study(session, job.study_id))
-    return job

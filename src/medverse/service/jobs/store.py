@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy import Result, Update, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from medverse.service.auth.security import Principal
 from medverse.service.db import Database
 from medverse.service.errors import ConflictError, NotFoundError
-from medverse.service.schemas import JobPublic, ResultName
+from medverse.service.jobs.schemas import JobPublic, ResultName
 from medverse.service.storage import Storage
-from medverse.service.tables import Job, JobState, utcnow
+from medverse.service.studies.store import check_access, load_study
+from medverse.service.tables import Job, JobState, Study, utcnow
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
@@ -80,6 +82,43 @@ def load_job(db: Database, job_id: str) -> Job:
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     return job
+
+
+def visible_job(db: Database, principal: Principal, job_id: str) -> Job:
+    """A job whose study ``principal`` may see.
+
+    Raises:
+        NotFoundError: If there is no such job.
+        ForbiddenError: If the job is on an identified study and the caller is a researcher.
+    """
+    job = load_job(db, job_id)
+    with db.reading() as session:
+        check_access(principal, load_study(session, job.study_id))
+    return job
+
+
+def list_jobs(
+    db: Database,
+    principal: Principal,
+    *,
+    study_id: str | None = None,
+    state: JobState | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs ``principal`` may see, newest first, optionally of one study or in one state.
+
+    Researchers see jobs on de-identified studies only.
+    """
+    query = select(Job).join(Study, Study.id == Job.study_id)
+    if not principal.can_see_identified():
+        query = query.where(Study.identified.is_(False))
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    if state is not None:
+        query = query.where(Job.state == state.value)
+    query = query.order_by(Job.created_at.desc(), Job.id).limit(limit)
+    with db.reading() as session:
+        return list(session.scalars(query))
 
 
 def claim_next(db: Database, worker_id: str, lease_seconds: float) -> ClaimedJob | None:

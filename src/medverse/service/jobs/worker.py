@@ -15,7 +15,8 @@ from medverse.core.errors import MedverseError
 from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
 from medverse.service.db import Database
-from medverse.service.job_store import (
+from medverse.service.jobs.runner import segment_for_job
+from medverse.service.jobs.store import (
     ClaimedJob,
     claim_next,
     complete,
@@ -23,10 +24,9 @@ from medverse.service.job_store import (
     renew_lease,
     requeue_expired,
 )
-from medverse.service.model_catalog import ModelCatalog
-from medverse.service.runner import segment_for_job
+from medverse.service.models.catalog import ModelCatalog
 from medverse.service.storage import Storage
-from medverse.service.study_store import load_study, segmentation_input
+from medverse.service.studies.store import load_study, segmentation_input
 from medverse.service.tables import Job
 
 _LOG = get_logger(__name__)

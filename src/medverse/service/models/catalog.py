@@ -10,7 +10,7 @@ from medverse.core.errors import MedverseError
 from medverse.core.logging import get_logger
 from medverse.models.checkpoint import load_checkpoint
 from medverse.service.errors import BadRequestError
-from medverse.service.schemas import ModelPublic
+from medverse.service.models.schemas import ModelPublic
 
 _LOG = get_logger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from medverse.service.deps import PrincipalDep, ServicesDep
-from medverse.service.schemas import ErrorPublic, ModelPublic
+from medverse.service.models.schemas import ModelPublic
+from medverse.service.schemas import ErrorPublic
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 

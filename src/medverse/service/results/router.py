@@ -9,8 +9,9 @@ from fastapi.responses import FileResponse
 
 from medverse.service.deps import AuditDep, PrincipalDep, ServicesDep
 from medverse.service.errors import ConflictError, NotFoundError
-from medverse.service.routers.jobs import visible_job
-from medverse.service.schemas import ID_PATTERN, ErrorPublic, ResultName
+from medverse.service.jobs.schemas import ResultName
+from medverse.service.jobs.store import visible_job
+from medverse.service.schemas import ID_PATTERN, ErrorPublic
 from medverse.service.tables import JobState
 
 router = APIRouter(prefix="/api/jobs", tags=["results"])
@@ -49,7 +50,7 @@ def get_result(
 ) -> FileResponse:
     """One file of a succeeded job: labels, DICOM SEG, meshes, report or overview."""
     with audit.action("result.read", f"job/{job_id}/results/{name.value}"):
-        job = visible_job(services, principal, job_id)
+        job = visible_job(services.db, principal, job_id)
         if job.state != JobState.SUCCEEDED.value:
             raise ConflictError(f"job {job_id} is {job.state}; results exist once it has succeeded")
         path = services.storage.results_dir(job_id) / name.value

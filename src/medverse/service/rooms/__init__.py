@@ -11,14 +11,13 @@ __all__ = ["RoomHub", "install_rooms"]
 
 
 def install_rooms(app: FastAPI, db: Database) -> None:
-    """Add the room and viewer-data routes to ``app`` and give it a room hub.
+    """Add the room routes to ``app`` and give it a room hub.
 
     Args:
         app: The service app.
         db: Its database (room documents are stored there).
     """
-    from medverse.service.rooms import router, viewer_data
+    from medverse.service.rooms import router
 
     app.state.rooms = RoomHub(db)
     app.include_router(router.router)
-    app.include_router(viewer_data.router)

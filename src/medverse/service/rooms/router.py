@@ -10,7 +10,8 @@ from fastapi import APIRouter, Path, Request, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from medverse.core.logging import get_logger
-from medverse.service.audit import AuditLog, Outcome
+from medverse.service.audit.store import AuditLog, Outcome
+from medverse.service.auth.security import Principal, authenticate
 from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
 from medverse.service.errors import NotFoundError, ServiceError, UnauthorizedError
 from medverse.service.rooms.document import EditRejectedError, RoomDocument
@@ -25,8 +26,7 @@ from medverse.service.rooms.messages import (
     parse_join,
 )
 from medverse.service.schemas import ID_PATTERN, ErrorPublic
-from medverse.service.security import Principal, authenticate
-from medverse.service.study_store import check_access, load_study
+from medverse.service.studies.store import check_access, load_study
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 _LOG = get_logger(__name__)

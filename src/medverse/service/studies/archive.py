@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from medverse.service.errors import BadRequestError
-from medverse.service.uploads import ReceivedFile, size_text
+from medverse.service.studies.uploads import ReceivedFile, size_text
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # Folders and files that archivers add and that carry no image.

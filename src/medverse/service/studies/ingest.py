@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 
 from medverse.core.logging import get_logger
 from medverse.io.deid import deidentify
-from medverse.service.archive import ArchiveLimits, expand_archives
 from medverse.service.db import Database
 from medverse.service.errors import BadRequestError, ConflictError
 from medverse.service.storage import Storage
+from medverse.service.studies.archive import ArchiveLimits, expand_archives
+from medverse.service.studies.uploads import ReceivedFile
+from medverse.service.studies.validate import Batch, DicomObject, classify
 from medverse.service.tables import Instance, Series, Study, StudyKind
-from medverse.service.uploads import ReceivedFile
-from medverse.service.validate import Batch, DicomObject, classify
 
 _LOG = get_logger(__name__)
 NIFTI_SERIES_MODALITY = "NIFTI"

@@ -8,25 +8,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from medverse.service.audit import AuditLog, Outcome
+from medverse.service.audit.store import AuditLog, Outcome
+from medverse.service.auth.security import Principal, require_role
 from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
-from medverse.service.schemas import (
-    ID_PATTERN,
-    ErrorPublic,
-    StudyDeletedPublic,
-    StudyPublic,
-    StudyUploadPublic,
-)
-from medverse.service.security import Principal, require_role
-from medverse.service.study_store import (
+from medverse.service.schemas import ID_PATTERN, ErrorPublic
+from medverse.service.studies.schemas import StudyDeletedPublic, StudyPublic, StudyUploadPublic
+from medverse.service.studies.store import (
     check_access,
     delete_study,
     list_studies,
     load_study,
     public_studies,
 )
+from medverse.service.studies.uploads import ReceivedFile, receive_files
 from medverse.service.tables import Role
-from medverse.service.uploads import ReceivedFile, receive_files
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 StudyId = Annotated[str, Path(pattern=ID_PATTERN)]

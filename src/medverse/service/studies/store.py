@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from medverse.service.auth.security import Principal
 from medverse.service.db import Database
 from medverse.service.errors import BadRequestError, ForbiddenError, NotFoundError
-from medverse.service.schemas import SeriesPublic, StudyPublic
-from medverse.service.security import Principal
 from medverse.service.storage import Storage
+from medverse.service.studies.schemas import SeriesPublic, StudyPublic
 from medverse.service.tables import Instance, Job, Series, Study, StudyKind
 
 

@@ -13,13 +13,13 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from medverse.core.errors import MedverseError
-from medverse.io.dicom_scan import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_PREFIXES
+from medverse.io.dicom.scan import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_PREFIXES
 from medverse.io.nifti import read_nifti
 from medverse.io.quiet import quiet_pydicom
 from medverse.service.errors import BadRequestError
 from medverse.service.storage import is_uid
+from medverse.service.studies.uploads import ReceivedFile
 from medverse.service.tables import StudyKind
-from medverse.service.uploads import ReceivedFile
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _PIXELS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

@@ -7,39 +7,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
 
 from medverse.core.registry import label_color
 from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
 from medverse.service.errors import ConflictError, NotFoundError
-from medverse.service.routers.jobs import visible_job
+from medverse.service.jobs.store import visible_job
 from medverse.service.schemas import ID_PATTERN, UID_PATTERN, ErrorPublic
-from medverse.service.study_store import check_access, load_study, segmentation_input
+from medverse.service.studies.store import check_access, load_study, segmentation_input
 from medverse.service.tables import JobState
+from medverse.service.viewer.schemas import LabelPublic, LabelTablePublic
 
 router = APIRouter(prefix="/api/viewer", tags=["viewer"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorPublic} for code in (400, 401, 403, 404, 409)
 }
 CACHE_FOLDER = "viewer"
-
-
-class LabelPublic(BaseModel):
-    """One structure of a job's label map, as the viewer colours and lists it."""
-
-    value: int
-    name: str
-    color: tuple[int, int, int]
-    volume_ml: float
-    centroid_mm: tuple[float, float, float]
-
-
-class LabelTablePublic(BaseModel):
-    """The colour table of a job's labels (registry colours and names)."""
-
-    job_id: str
-    model: str
-    structures: list[LabelPublic]
 
 
 @router.get(
@@ -96,7 +78,7 @@ def get_labels(
     from medverse.inference.report import read_report
 
     with audit.action("viewer.labels", f"job/{job_id}"):
-        job = visible_job(services, principal, job_id)
+        job = visible_job(services.db, principal, job_id)
         if job.state != JobState.SUCCEEDED.value:
             raise ConflictError(f"job {job_id} is {job.state}; labels exist once it has succeeded")
         path = services.storage.results_dir(job_id) / "report.json"

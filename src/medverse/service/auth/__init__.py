@@ -1,0 +1,1 @@
+"""Users and API tokens: accounts, token checks and roles, the users router."""

@@ -1,0 +1,1 @@
+"""Liveness, database reachability and Prometheus metrics."""

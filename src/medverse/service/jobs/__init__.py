@@ -1,0 +1,1 @@
+"""Jobs: the segmentation queue in the database, its worker and its router."""

@@ -1,0 +1,1 @@
+"""The model catalog (checkpoints in the models folder) and its router."""

@@ -1,0 +1,1 @@
+"""The PACS link: a DICOMweb client, study import (QIDO/WADO) and SEG push (STOW)."""

@@ -1,0 +1,1 @@
+"""A finished job's result files, downloaded one at a time (audited)."""

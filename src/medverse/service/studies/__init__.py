@@ -1,0 +1,1 @@
+"""Studies: upload (files, zips, NIfTI), validation, ingest into the archive, listing, deletion."""

@@ -1,0 +1,1 @@
+"""What the browser viewer loads besides job results: the image as NIfTI, label colours."""
