@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "serve",
     "worker",
     "users",
+    "decide",
+    "icu",
 )
 
 

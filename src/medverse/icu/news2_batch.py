@@ -57,7 +57,7 @@ def score_batch(
     observed_at: NDArray[np.float64],
     scale_2: NDArray[np.bool_],
     *,
-    now: float,
+    now: float | NDArray[np.float64],
     max_age: Mapping[Parameter, float] | None = None,
 ) -> BatchScores:
     """Score NEWS2 for each row (bed) of ``values``.
@@ -66,7 +66,7 @@ def score_batch(
         values: (beds, 7) latest values in `PARAMETERS` order, chart units, NaN when missing.
         observed_at: (beds, 7) epoch seconds of each value.
         scale_2: (beds,) True where the patient is on SpO2 scale 2.
-        now: The time the scores are for (epoch seconds).
+        now: The time the scores are for (epoch seconds), one for all or (beds, 1) per bed.
         max_age: Seconds each parameter stays fresh (default `news2.DEFAULT_MAX_AGE`).
 
     Returns:

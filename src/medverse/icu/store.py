@@ -1,0 +1,228 @@
+"""The observation store: scored vital sets in SQLite (WAL) or PostgreSQL, written in groups.
+
+A batch is one transaction: its rows are durable (SQLite ``synchronous=FULL`` in WAL mode) when
+`ObservationStore.append` returns, which is when the listener sends the ACKs. A message key
+seen before (a resend after a lost ACK) is not stored again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import make_url
+
+from medverse.core.errors import ConfigError
+from medverse.icu.parameters import PARAMETERS, Parameter
+from medverse.icu.vitals import VitalSet
+
+metadata = MetaData()
+
+vitals_table = Table(
+    "icu_vitals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_key", String(200), nullable=False, unique=True),
+    Column("ward", String(64), nullable=False, index=True),
+    Column("bed", String(64), nullable=False),
+    Column("patient_id", String(64)),
+    Column("source", String(8), nullable=False),
+    Column("observed_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    *(Column(p.value, Float) for p in PARAMETERS),
+    Column("news2_total", SmallInteger),  # NULL unless complete
+    Column("news2_minimum", SmallInteger, nullable=False),
+    Column("completeness", String(12), nullable=False),
+    Column("risk", String(12)),
+    Column("learned_score", Float),
+    Column("suppressed", String(400)),  # "parameter: reason; ..." for values not scored
+)
+
+beds_table = Table(
+    "icu_beds",
+    metadata,
+    Column("bed_id", String(130), primary_key=True),
+    Column("ward", String(64), nullable=False, index=True),
+    Column("spo2_scale_2", Boolean, nullable=False, default=False),
+)
+
+
+@dataclass(frozen=True)
+class ScoredVitals:
+    """A vital set with what the monitor made of it, ready to store.
+
+    Attributes:
+        vitals: The set as received.
+        received_at: Epoch seconds it arrived.
+        total: NEWS2 aggregate (None unless complete).
+        minimum: Floor of the aggregate.
+        completeness: `news2.Completeness` value.
+        risk: `news2.Risk` value or None.
+        learned: The learned deterioration score, when one ran.
+        suppressed: ``{parameter: reason}`` for values kept out of the score.
+    """
+
+    vitals: VitalSet
+    received_at: float
+    total: int | None
+    minimum: int
+    completeness: str
+    risk: str | None
+    learned: float | None = None
+    suppressed: tuple[tuple[Parameter, str], ...] = ()
+
+    def row(self) -> dict[str, Any]:
+        """The database row."""
+        v = self.vitals
+        row: dict[str, Any] = {
+            "message_key": v.message_key, "ward": v.ward, "bed": v.bed,
+            "patient_id": v.patient_id, "source": v.source.value, "observed_at": v.observed_at,
+            "received_at": self.received_at, "news2_total": self.total,
+            "news2_minimum": self.minimum, "completeness": self.completeness, "risk": self.risk,
+            "learned_score": self.learned,
+            "suppressed": "; ".join(f"{p.value}: {r}" for p, r in self.suppressed) or None,
+        }  # fmt: skip
+        row.update({p.value: v.values.get(p) for p in PARAMETERS})
+        return row
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an ACKed batch survives power loss too
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+    Raises:
+        ConfigError: For any other database.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"ICU store URL must be sqlite:/// or postgresql://, not {backend}")
+    if backend == "sqlite" and parsed.database:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed)
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{Path(path).expanduser()}"
+
+
+class ObservationStore:
+    """Scored vital sets and per-bed settings in one database.
+
+    Args:
+        engine: Where to store (`make_engine`); tables are created if missing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    @classmethod
+    def open(cls, url: str) -> ObservationStore:
+        """Open (and create if needed) the store at ``url``."""
+        return cls(make_engine(url))
+
+    def append(
+        self, batch: Sequence[VitalSet], score: Callable[[list[VitalSet]], list[ScoredVitals]]
+    ) -> list[bool]:
+        """Store a batch in one transaction; durable on return.
+
+        Args:
+            batch: Vital sets as received.
+            score: Scores the sets not stored before (called inside the transaction, once).
+
+        Returns:
+            Per item, True if stored now, False if its message key was already stored (a
+            resend) or appeared earlier in the batch.
+        """
+        keys = [item.message_key for item in batch]
+        with self.engine.begin() as connection:
+            known = set(
+                connection.scalars(
+                    select(vitals_table.c.message_key).where(vitals_table.c.message_key.in_(keys))
+                )
+            )
+            fresh: list[bool] = []
+            for key in keys:
+                fresh.append(key not in known)
+                known.add(key)
+            new = [item for item, is_new in zip(batch, fresh) if is_new]
+            if new:
+                connection.execute(vitals_table.insert(), [s.row() for s in score(new)])
+        return fresh
+
+    def history(self, bed_id: str, since: float = 0.0, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Stored rows of one bed since ``since`` (epoch seconds), oldest first."""
+        ward, _, bed = bed_id.partition("/")
+        query = (
+            select(vitals_table)
+            .where(vitals_table.c.ward == ward, vitals_table.c.bed == bed)
+            .where(vitals_table.c.observed_at >= since)
+            .order_by(vitals_table.c.observed_at, vitals_table.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def count(self) -> int:
+        """How many vital sets are stored."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as connection:
+            return int(connection.scalar(select(func.count()).select_from(vitals_table)) or 0)
+
+    def set_scale(self, bed_id: str, scale_2: bool) -> None:
+        """Put the patient in ``bed_id`` on SpO2 scale 2 (True) or scale 1."""
+        ward = bed_id.partition("/")[0]
+        with self.engine.begin() as connection:
+            connection.execute(beds_table.delete().where(beds_table.c.bed_id == bed_id))
+            connection.execute(
+                beds_table.insert(), {"bed_id": bed_id, "ward": ward, "spo2_scale_2": scale_2}
+            )
+
+    def scales(self) -> dict[str, bool]:
+        """SpO2 scale 2 flag of every bed that has a setting."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(beds_table.c.bed_id, beds_table.c.spo2_scale_2))
+            return {bed_id: bool(flag) for bed_id, flag in rows}
+
+    def delete_before(self, cutoff: float) -> int:
+        """Retention: delete vital sets observed before ``cutoff``; returns how many."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                vitals_table.delete().where(vitals_table.c.observed_at < cutoff)
+            )
+            return int(result.rowcount or 0)
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()

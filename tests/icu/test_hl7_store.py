@@ -1,0 +1,74 @@
+"""ORU^R01 parsing (LOINC and MDC codes, units, ACVPU) and the store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medverse.icu.hl7_oru import AckCode, Hl7Error, parse_message, read_oru
+from medverse.icu.monitor import Monitor
+from medverse.icu.parameters import Acvpu, Parameter
+from medverse.icu.store import ObservationStore, sqlite_url
+from tests.icu.hl7_tools import oru
+
+
+def test_loinc_codes_map_to_the_news2_parameters() -> None:
+    vitals = read_oru(parse_message(oru("M1", values={"pulse": 88, "consciousness": "V",
+                                                      "supplemental_oxygen": 2})))  # fmt: skip
+    assert vitals.bed_id == "ICU1/BED01" and vitals.message_key == "MONITOR|ICU|M1"
+    assert vitals.values == {Parameter.PULSE: 88.0, Parameter.CONSCIOUSNESS: float(Acvpu.VOICE),
+                             Parameter.SUPPLEMENTAL_OXYGEN: 1.0}  # fmt: skip
+    assert vitals.observed_at == 1796299200.0  # 2026-12-03 12:00:00 UTC
+
+
+def test_mdc_codes_fahrenheit_and_unknown_codes() -> None:
+    text = oru("M2", values={}) + (
+        "OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC||93|%|||||F\r"
+        "OBX|2|NM|8310-5^Temp^LN||100.4|[degF]|||||F\r"
+        "OBX|3|NM|150344^MDC_TEMP^MDC||37|Cel|||||X\r"  # status X: not obtained, skipped
+        "OBX|4|NM|999-9^Something else^LN||5|mg|||||F\r"
+    )
+    values = read_oru(parse_message(text)).values
+    assert values[Parameter.SPO2] == 93.0
+    assert values[Parameter.TEMPERATURE] == pytest.approx(38.0)
+    assert set(values) == {Parameter.SPO2, Parameter.TEMPERATURE}
+
+
+def test_missing_bed_is_an_error_naming_pv1() -> None:
+    text = "\r".join(s for s in oru("M3").split("\r") if not s.startswith("PV1"))
+    with pytest.raises(Hl7Error, match="PV1") as caught:
+        read_oru(parse_message(text))
+    assert caught.value.code == AckCode.ERROR
+
+
+def _append(store: ObservationStore, monitor: Monitor, texts: list[str]) -> list[bool]:
+    batch = [read_oru(parse_message(t)) for t in texts]
+    return store.append(batch, lambda new: monitor.process(new, 0.0))
+
+
+def _check_store(store: ObservationStore) -> None:
+    monitor = Monitor()
+    fresh = _append(store, monitor, [oru("S1", values={"pulse": 115}), oru("S2"), oru("S1")])
+    assert fresh == [True, True, False]
+    assert _append(store, monitor, [oru("S2"), oru("S3", bed="BED02")]) == [False, True]
+    assert store.count() == 3
+    rows = store.history("ICU1/BED01")
+    assert [r["message_key"].rsplit("|")[-1] for r in rows] == ["S1", "S2"]
+    assert rows[0]["completeness"] == "incomplete" and rows[0]["news2_minimum"] == 2
+    assert rows[1]["news2_total"] == 0
+    store.set_scale("ICU1/BED02", True)
+    assert store.scales() == {"ICU1/BED02": True}
+    assert store.delete_before(2e9) == 3
+
+
+def test_store_on_sqlite(tmp_path: Path) -> None:
+    store = ObservationStore.open(sqlite_url(tmp_path / "icu.db"))
+    _check_store(store)
+    store.dispose()
+
+
+def test_store_on_postgresql(postgres_url: str) -> None:
+    store = ObservationStore.open(postgres_url)
+    _check_store(store)
+    store.dispose()
