@@ -44,7 +44,8 @@ def test_ct_dicom_writes_the_whole_bundle(ct_run: tuple[Path, str]) -> None:
     assert dice(labels.array == 5, reference.array == 5) > 0.8  # liver, model fitted at 8 mm
     seg = pydicom.dcmread(out / "seg.dcm")
     referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
-    assert {r.ReferencedSOPInstanceUID for r in referenced} == set(ct.meta["sop_instance_uids"])
+    assert ct.dicom is not None
+    assert {r.ReferencedSOPInstanceUID for r in referenced} == set(ct.dicom.sop_instance_uids)
     report = json.loads((out / "report.json").read_text())
     for s in report["structures"]:
         assert s["voxel_count"] == int(np.sum(labels.array == s["value"]))

@@ -39,7 +39,7 @@ def test_demo_labels_overlay_the_dicom_series_exactly(demo: Path) -> None:
         ref.ReferencedSOPInstanceUID
         for ref in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     }
-    assert referenced == set(ct.meta["sop_instance_uids"])
+    assert ct.dicom is not None and referenced == set(ct.dicom.sop_instance_uids)
 
 
 def test_demo_report_meshes_and_overview_agree_with_the_labels(demo: Path) -> None:

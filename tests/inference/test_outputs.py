@@ -60,13 +60,14 @@ def test_dicom_bundle_has_a_seg_referencing_the_source(tmp_path: Path) -> None:
     assert result.outputs.seg == tmp_path / "seg.dcm"
     seg = pydicom.dcmread(tmp_path / "seg.dcm")
     assert seg.Modality == "SEG"
-    assert seg.FrameOfReferenceUID == ct.meta["frame_of_reference_uid"]
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.meta["series_uid"]
+    assert ct.dicom is not None
+    assert seg.FrameOfReferenceUID == ct.dicom.frame_of_reference_uid
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.dicom.series_instance_uid
     referenced = {
         i.ReferencedSOPInstanceUID
         for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     }
-    assert referenced == set(ct.meta["sop_instance_uids"]) and len(referenced) == 20
+    assert referenced == set(ct.dicom.sop_instance_uids) and len(referenced) == 20
     back = read_seg(tmp_path / "seg.dcm", reference=ct)
     by_name = {name: value for value, name in back.labels.items()}
     for value, name in labels.labels.items():

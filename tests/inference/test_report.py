@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medverse.core.volume import LabelMap
+from medverse.core.volume import DicomSource, LabelMap
 from medverse.inference.report import measure, read_report, write_report
 from medverse.io.nifti import read_nifti_labels
 from tests.conftest import CT_LABELS, HIPPOCAMPUS
@@ -102,15 +102,19 @@ def test_absent_labels_are_listed(hippo_labels: LabelMap) -> None:
 def test_json_round_trip_and_no_identifying_metadata(
     hippo_labels: LabelMap, tmp_path: Path
 ) -> None:
-    meta = {
-        "modality": "MR",
-        "series_uid": "1.2.3",
-        "source_files": ["/data/DOE_JOHN/1.dcm"],
-        "sop_instance_uids": ["1.2.3.4"],
-        "patient_name": "DOE^JOHN",
-        "source": "/data/DOE_JOHN",
-    }
-    labels = LabelMap(hippo_labels.array, hippo_labels.affine, meta, hippo_labels.labels)
+    meta = {"patient_name": "DOE^JOHN", "source": "/data/DOE_JOHN"}
+    dicom = DicomSource(
+        series_instance_uid="1.2.3",
+        study_instance_uid="1.2",
+        frame_of_reference_uid="",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        sop_instance_uids=("1.2.3.4",),
+        files=(Path("/data/DOE_JOHN/1.dcm"),),
+        modality="MR",
+    )
+    labels = LabelMap(
+        hippo_labels.array, hippo_labels.affine, meta, hippo_labels.labels, dicom=dicom
+    )
     path = write_report(measure(labels), tmp_path / "report.json")
     text = path.read_text()
     assert "DOE" not in text and "1.2.3.4" not in text

@@ -157,7 +157,8 @@ def test_ct_reads_to_the_same_voxels_geometry_and_pixel_bytes(
     assert np.array_equal(before.array, after.array)
     assert np.array_equal(before.affine, after.affine)
     uids = json.loads(mapping.read_text())["uids"]
-    assert after.meta["sop_instance_uids"] == [uids[u] for u in before.meta["sop_instance_uids"]]
+    assert before.dicom is not None and after.dicom is not None
+    assert after.dicom.sop_instance_uids == tuple(uids[u] for u in before.dicom.sop_instance_uids)
     for original, copy in pairs(CT_SERIES, out, mapping):
         assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert copy.PixelData == original.PixelData  # JPEG 2000 stream untouched
@@ -167,11 +168,12 @@ def test_oblique_mr_series_reads_the_same(mr_run: tuple[DeidSummary, Path, Path]
     _, out, mapping = mr_run
     uids = json.loads(mapping.read_text())["uids"]
     before = read_series(T1POST)
-    after = read_series(out, series_uid=uids[before.meta["series_uid"]])
+    assert before.dicom is not None
+    after = read_series(out, series_uid=uids[before.dicom.series_instance_uid])
     assert np.array_equal(before.array, after.array)
     assert np.allclose(before.affine, after.affine)
     assert len(scan_folder(out)) == 5
-    assert {s.study_uid for s in scan_folder(out)} == {uids[before.meta["study_uid"]]}
+    assert {s.study_uid for s in scan_folder(out)} == {uids[before.dicom.study_instance_uid]}
 
 
 def test_a_second_run_with_the_same_mapping_gives_identical_files(
@@ -199,7 +201,8 @@ def test_seg_on_the_deidentified_series_references_its_new_instances(
         i.ReferencedSOPInstanceUID
         for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     }
-    assert referenced == set(ct.meta["sop_instance_uids"])
+    assert ct.dicom is not None
+    assert referenced == set(ct.dicom.sop_instance_uids)
     assert all(u.startswith("2.25.") for u in referenced)
     assert str(ds.PatientName).startswith("MV-")
     assert np.array_equal(read_seg(seg, reference=ct).array, array)

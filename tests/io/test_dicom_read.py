@@ -68,7 +68,8 @@ def test_voxels_and_affine_match_simpleitk(folder: str, description: str) -> Non
 def test_each_slice_sits_at_its_files_image_position() -> None:
     """Independent of SimpleITK: voxel (0, 0, k) is the first pixel of source file k (RAS)."""
     volume = read_series(T1POST)  # oblique: ~10.8 degree tilt
-    for k, name in enumerate(volume.meta["source_files"]):
+    assert volume.dicom is not None
+    for k, name in enumerate(volume.dicom.files):
         ds = pydicom.dcmread(name, stop_before_pixels=True)
         lps = np.array([float(v) for v in ds.ImagePositionPatient])
         ras = lps * [-1, -1, 1]
@@ -85,21 +86,19 @@ def test_jpeg2000_ct_comes_out_in_hounsfield_units_with_full_meta() -> None:
     assert volume.array.dtype == np.float32
     assert float(volume.array.min()) == -1024.0
     assert float(volume.array.max()) == 1839.0
-    meta = volume.meta
+    source = volume.dicom
+    assert source is not None
     # the dataset-level SOPClassUID is empty in these files: the file meta one is used
-    assert meta["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2"
-    assert meta["modality"] == "CT"
-    assert meta["description"] == "CT Body 3.0"
-    assert meta["frame_of_reference_uid"].startswith("1.3.12.2.1107.5.1.4.60064")
-    assert len(meta["source_files"]) == len(meta["sop_instance_uids"]) == 20
-    assert all(uid.startswith("1.3.12.2.1107") for uid in meta["sop_instance_uids"])
-    z = [
-        pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]
-        for f in meta["source_files"]
-    ]
+    assert source.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert source.modality == volume.modality == "CT"
+    assert source.series_description == "CT Body 3.0"
+    assert source.frame_of_reference_uid.startswith("1.3.12.2.1107.5.1.4.60064")
+    assert len(source.files) == len(source.sop_instance_uids) == 20
+    assert all(uid.startswith("1.3.12.2.1107") for uid in source.sop_instance_uids)
+    z = [pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2] for f in source.files]
     assert z == sorted(z)  # k runs along the slice normal (+z for axial)
     for key in ("PatientName", "PatientID", "patient_name", "patient_id"):
-        assert key not in meta
+        assert key not in volume.meta
 
 
 def test_integer_mr_without_rescale_keeps_its_stored_dtype() -> None:
@@ -135,13 +134,14 @@ def test_enhanced_multiframe_file_reads_like_its_source_slices(
     assert volume.shape == expected.shape
     assert np.array_equal(volume.array, expected.array)
     np.testing.assert_allclose(volume.affine, expected.affine, atol=1e-6)
-    assert volume.meta["source_files"] == [str(target)] * len(sources)
-    assert volume.meta["sop_class_uid"].endswith((".1.2.2", ".1.4.4"))  # legacy converted
+    assert volume.dicom is not None
+    assert volume.dicom.files == (target,) * len(sources)
+    assert volume.dicom.sop_class_uid.endswith((".1.2.2", ".1.4.4"))  # legacy converted
 
 
 def test_folder_with_ct_and_rtstruct_reads_the_ct_without_asking() -> None:
     volume = read_series(SHARED_DATA / "dicom_rtstruct_phantom")
-    assert volume.meta["modality"] == "CT"
+    assert volume.modality == "CT"
     assert volume.shape == (512, 512, 2)
     assert volume.spacing[2] == pytest.approx(5.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
@@ -84,15 +85,16 @@ def test_seg_reads_with_highdicom_and_pydicom_and_references_the_source(
         item.ReferencedSOPInstanceUID
         for item in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     }
-    assert referenced == set(ct.meta["sop_instance_uids"])
-    uids = list(ct.meta["sop_instance_uids"])
+    assert ct.dicom is not None
+    assert referenced == set(ct.dicom.sop_instance_uids)
+    uids = list(ct.dicom.sop_instance_uids)
     frames = ds.pixel_array
     for n, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
         source = item.DerivationImageSequence[0].SourceImageSequence[0]
         k = uids.index(source.ReferencedSOPInstanceUID)
         # Frame of slice k is labels[:, :, k] transposed, at that slice's position.
         assert np.array_equal(frames[n], ct_labels.array[:, :, k].T)
-        position = pydicom.dcmread(ct.meta["source_files"][k]).ImagePositionPatient
+        position = pydicom.dcmread(ct.dicom.files[k]).ImagePositionPatient
         assert np.allclose(item.PlanePositionSequence[0].ImagePositionPatient, position)
 
 
@@ -194,7 +196,8 @@ def test_dcmqi_liver_rewritten_by_medverse_round_trips(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:The string")  # highdicom on the one-part name JANCT000
 def test_overlapping_binary_segments_higher_number_wins(tmp_path: Path) -> None:
     reference = read_series(CT_3SLICE)
-    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in reference.meta["source_files"]]
+    assert reference.dicom is not None
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in reference.dicom.files]
     for ds in sources:
         del ds.SpecificCharacterSet  # empty in these files; highdicom refuses ''
     stacked = np.zeros((3, 512, 512, 2), dtype=np.uint8)
@@ -278,9 +281,8 @@ def test_write_refuses_off_grid_or_empty_labels_and_leaves_nothing(
         write_seg(shifted, ct, target)
     with pytest.raises(InputError, match="holds no labels"):
         write_seg(ct_labels.with_array(np.zeros_like(ct_labels.array)), ct, target)
-    wrong_files = Volume(
-        ct.array, ct.affine, {**ct.meta, "source_files": ct.meta["source_files"][::-1]}
-    )
+    assert ct.dicom is not None
+    wrong_files = replace(ct, dicom=replace(ct.dicom, files=ct.dicom.files[::-1]))
     with pytest.raises(DicomError, match="SOP Instance UID differs"):
         write_seg(ct_labels, wrong_files, target)
     assert list(tmp_path.iterdir()) == []

@@ -39,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     spacing = " x ".join(f"{v:.4g}" for v in volume.spacing)
     print(
         f"wrote {args.output}: {i} x {j} x {k} voxels, {spacing} mm, "
-        f"{volume.array.dtype}, modality {volume.meta.get('modality') or 'unknown'}"
+        f"{volume.array.dtype}, modality {volume.modality or 'unknown'}"
     )
     return 0

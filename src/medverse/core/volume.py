@@ -4,9 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """The DICOM series a Volume was read from: what a DICOM SEG needs to reference it.
+
+    Attributes:
+        series_instance_uid: SeriesInstanceUID as the files give it ("" when they leave it
+            empty; the scan then selects the series by its ``2.25.`` stand-in key).
+        study_instance_uid: StudyInstanceUID as the files give it ("" when empty).
+        frame_of_reference_uid: FrameOfReferenceUID ("" when absent).
+        sop_class_uid: SOP Class UID of the images.
+        sop_instance_uids: The SOP Instance UID of slice k, in k order.
+        files: The file holding slice k, in k order (a multi-frame file repeats).
+        modality: Modality, e.g. "CT" or "MR".
+        series_description: SeriesDescription.
+    """
+
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    sop_instance_uids: tuple[str, ...]
+    files: tuple[Path, ...]
+    modality: str = ""
+    series_description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.files) != len(self.sop_instance_uids):
+            raise ValueError(
+                f"DicomSource needs one file per SOP instance, got {len(self.files)} files "
+                f"for {len(self.sop_instance_uids)} instances"
+            )
 
 
 @dataclass(frozen=True)
@@ -20,12 +54,15 @@ class Volume:
     Attributes:
         array: 3D voxel data.
         affine: 4x4 float64 matrix, voxel index -> RAS mm.
-        meta: Free-form metadata (modality, series UID, source files, ...); never patient names.
+        meta: Free-form metadata (e.g. ``source``, the path it was read from); never patient
+            names. DICOM identity is not here but in ``dicom``.
+        dicom: The DICOM series it was read from (None for NIfTI and computed volumes).
     """
 
     array: np.ndarray
     affine: np.ndarray
     meta: Mapping[str, Any] = field(default_factory=dict)
+    dicom: DicomSource | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:
@@ -40,6 +77,11 @@ class Volume:
         """Voxel grid size ``(i, j, k)``."""
         s = self.array.shape
         return (int(s[0]), int(s[1]), int(s[2]))
+
+    @property
+    def modality(self) -> str:
+        """The DICOM modality ("CT", "MR", ...), or "" when the source does not say."""
+        return self.dicom.modality if self.dicom is not None else ""
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -80,7 +122,13 @@ class LabelMap(Volume):
     @classmethod
     def from_volume(cls, volume: Volume, labels: Mapping[int, str]) -> LabelMap:
         """Wrap an integer Volume with label names."""
-        return cls(array=volume.array, affine=volume.affine, meta=volume.meta, labels=labels)
+        return cls(
+            array=volume.array,
+            affine=volume.affine,
+            meta=volume.meta,
+            dicom=volume.dicom,
+            labels=labels,
+        )
 
     def present_labels(self) -> list[int]:
         """Label values (non-zero) that occur in the array, ascending."""

@@ -217,7 +217,7 @@ def export_labels(
 
 def is_dicom(image: Volume) -> bool:
     """Return True if ``image`` was read from a DICOM series (it knows its SOP instances)."""
-    return bool(image.meta.get("sop_instance_uids"))
+    return image.dicom is not None
 
 
 def check_modality(image: Volume, plan: Plan, path: str | Path) -> None:
@@ -226,7 +226,7 @@ def check_modality(image: Volume, plan: Plan, path: str | Path) -> None:
     Raises:
         InputError: If the image says CT and the model is MR (or any other mismatch).
     """
-    found = str(image.meta.get("modality") or "")
+    found = image.modality
     if found and found != str(plan.modality):
         raise InputError(
             f"the image is {found} but the model was trained on {plan.modality} images", path

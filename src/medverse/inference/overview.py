@@ -68,7 +68,7 @@ def render_overview(
         path: Target ``.png`` path.
         max_structures: Cap on the number of rows.
         modality: ``"CT"`` (soft-tissue window W400/L40) or anything else (0.5-99.5
-            percentile scaling); defaults to ``image.meta["modality"]``.
+            percentile scaling); defaults to ``image.modality``.
 
     Returns:
         The written path.
@@ -77,7 +77,7 @@ def render_overview(
         InputError: If the labels are not on the image's grid.
     """
     _check_same_grid(image, labels)
-    modality = modality or str(image.meta.get("modality", ""))
+    modality = modality or image.modality
     canonical = _to_canonical(image, labels, modality)
     rows = _rows(labels, canonical.labels, max_structures)
     colors = _color_table(labels.labels, canonical.labels)

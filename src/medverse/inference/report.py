@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -15,7 +13,6 @@ from medverse.io.atomic import write_text_atomic
 REPORT_VERSION = 1
 
 # Metadata keys copied into the report: technical, never names, IDs, dates or file paths.
-_STUDY_KEYS = ("modality", "series_uid", "description")
 
 
 class StructureMeasurement(BaseModel):
@@ -74,8 +71,8 @@ def measure(labels: LabelMap, *, source: Volume | None = None) -> Report:
 
     Args:
         labels: The label map; its affine turns voxel indices into RAS millimetres.
-        source: The image the labels belong to; its metadata (else the labels') gives the
-            report's study fields.
+        source: The image the labels belong to; its DICOM source (else the labels') gives
+            the report's study fields.
 
     Returns:
         The report; volumes are exactly ``voxel_count * labels.voxel_volume_ml``.
@@ -88,15 +85,22 @@ def measure(labels: LabelMap, *, source: Volume | None = None) -> Report:
         shape=labels.shape,
         spacing_mm=labels.spacing,
         voxel_volume_ml=labels.voxel_volume_ml,
-        study=study_metadata((source or labels).meta),
+        study=study_metadata(source or labels),
         structures=structures,
         absent=absent,
     )
 
 
-def study_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
-    """Return the non-identifying study fields of a Volume's metadata as strings."""
-    return {key: str(meta[key]) for key in _STUDY_KEYS if meta.get(key) not in (None, "")}
+def study_metadata(volume: Volume) -> dict[str, str]:
+    """Return the non-identifying study fields of a Volume's DICOM source (none for NIfTI)."""
+    if volume.dicom is None:
+        return {}
+    fields = {
+        "modality": volume.dicom.modality,
+        "series_uid": volume.dicom.series_instance_uid,
+        "description": volume.dicom.series_description,
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
 def write_report(report: Report, path: str | Path) -> Path:

@@ -14,7 +14,6 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
@@ -23,6 +22,8 @@ from medverse.core.errors import ConfigError, DicomError, InputError
 from medverse.core.registry import label_color
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
+from medverse.io.dicom.geometry import sop_instance_uid
+from medverse.io.dicom.header import read_dataset, sop_class_uid
 from medverse.io.seg_read import LPS_FLIP, SEG_SOP_CLASSES, read_seg
 
 __all__ = ["SEG_SOP_CLASSES", "default_segmentation_type", "read_seg", "write_seg"]
@@ -67,8 +68,8 @@ def write_seg(
 
     Args:
         labels: Labels on exactly the grid of ``source``.
-        source: The series as read by :func:`medverse.io.dicom.read_series` (its
-            ``meta["source_files"]`` and ``meta["sop_instance_uids"]`` are used).
+        source: The series as read by :func:`medverse.io.dicom.read_series` (its ``dicom``
+            source: the files and SOP instance UIDs of its slices).
         path: The ``.dcm`` file to write.
         algorithm_name: Recorded as the segmentation algorithm.
         algorithm_version: Its version.
@@ -135,34 +136,28 @@ def _check_same_grid(labels: LabelMap, source: Volume) -> None:
 
 def _source_datasets(source: Volume) -> list[Dataset]:
     """Read the source headers in k order and check them against the volume's geometry."""
-    files = list(source.meta.get("source_files") or [])
-    uids = list(source.meta.get("sop_instance_uids") or [])
-    if len(files) != source.shape[2] or len(uids) != len(files):
+    dicom = source.dicom
+    if dicom is None or len(dicom.files) != source.shape[2]:
         raise InputError("source volume lacks one DICOM file per slice; read it with read_series")
-    if len(set(files)) != len(files):
+    if len(set(dicom.files)) != len(dicom.files):
         raise InputError("multi-frame DICOM sources are not supported for SEG export")
     datasets = []
-    for k, (file, uid) in enumerate(zip(files, uids)):
-        ds = _read_header(Path(file))
+    for k, (file, uid) in enumerate(zip(dicom.files, dicom.sop_instance_uids)):
+        try:
+            ds = _for_highdicom(read_dataset(file, pixels=False))
+        except DicomError as error:
+            raise DicomError(f"source file unreadable ({error.problem})", file) from None
         if str(ds.SOPInstanceUID) != uid:
             raise DicomError(f"SOP Instance UID differs from the source volume's slice {k}", file)
-        _check_slice(ds, source, k, Path(file))
+        _check_slice(ds, source, k, file)
         datasets.append(ds)
     return datasets
 
 
-def _read_header(file: Path) -> Dataset:
-    try:
-        ds = pydicom.dcmread(file, stop_before_pixels=True)
-    except (OSError, pydicom.errors.InvalidDicomError) as error:
-        raise DicomError(f"source file unreadable ({error})", file) from None
-    meta = ds.file_meta
-    for keyword, meta_keyword in (
-        ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
-        ("SOPClassUID", "MediaStorageSOPClassUID"),
-    ):
-        if not str(ds.get(keyword, "") or ""):
-            setattr(ds, keyword, meta.get(meta_keyword, ""))
+def _for_highdicom(ds: Dataset) -> Dataset:
+    """Fill in what highdicom needs that real files often leave empty or out."""
+    ds.SOPInstanceUID = sop_instance_uid(ds)
+    ds.SOPClassUID = sop_class_uid(ds)
     if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
         del ds.SpecificCharacterSet  # empty means the default repertoire; highdicom wants absent
     for keyword in _COPIED_TYPE2:  # often absent from real files; highdicom reads them all

@@ -10,11 +10,11 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError, InputError
 from medverse.core.volume import LabelMap, Volume
+from medverse.io.dicom.header import read_dataset, sop_class_uid
 
 __all__ = ["LPS_FLIP", "SEG_SOP_CLASSES", "read_seg"]
 
@@ -65,11 +65,10 @@ def _open_seg(path: Path) -> hd.seg.Segmentation:
     if not path.is_file():
         raise InputError("file not found", path)
     try:
-        ds = pydicom.dcmread(path)
-    except (OSError, EOFError, ValueError, pydicom.errors.InvalidDicomError) as error:
-        raise DicomError(f"not a readable DICOM file ({_short(error)})", path) from None
-    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
-    if str(ds.get("Modality", "")) != "SEG" or sop_class not in SEG_SOP_CLASSES:
+        ds = read_dataset(path)
+    except DicomError as error:
+        raise DicomError(f"not a readable DICOM file; {error.problem}", path) from None
+    if str(ds.get("Modality", "")) != "SEG" or sop_class_uid(ds) not in SEG_SOP_CLASSES:
         modality = str(ds.get("Modality", "") or "unknown modality")
         raise DicomError(f"is not a DICOM SEG (it is a {modality} object)", path)
     try:
@@ -101,7 +100,7 @@ def _read_on_reference(
     path: Path,
 ) -> LabelMap:
     """Place each frame on the reference slice with the SOP Instance UID it references."""
-    uids = [str(u) for u in reference.meta.get("sop_instance_uids") or []]
+    uids = list(reference.dicom.sop_instance_uids) if reference.dicom is not None else []
     if len(uids) != reference.shape[2]:
         raise InputError("reference volume lacks SOP Instance UIDs; read it with read_series")
     if (int(seg.Columns), int(seg.Rows)) != reference.shape[:2]:
@@ -133,8 +132,9 @@ def _read_on_reference(
         for plane, uid in zip(stack, wanted):
             array[:, :, uids.index(uid)] = plane.T
     dtype = np.uint8 if array.max(initial=0) < 256 else np.uint16
-    meta = {**meta, "reference_series_uid": reference.meta.get("series_uid", "")}
-    return LabelMap(array.astype(dtype), reference.affine, meta, labels=names)
+    return LabelMap(
+        array.astype(dtype), reference.affine, meta, labels=names, dicom=reference.dicom
+    )
 
 
 def _frame_sources(seg: hd.seg.Segmentation) -> list[tuple[str, np.ndarray | None]]:
@@ -208,7 +208,7 @@ def _paste_on_grid(own: LabelMap, reference: Volume, path: Path) -> LabelMap:
         raise DicomError("SEG frames reach outside the reference volume", path)
     array = np.zeros(reference.shape, dtype=own.array.dtype)
     array[offset[0] : end[0], offset[1] : end[1], offset[2] : end[2]] = own.array
-    return LabelMap(array, reference.affine, own.meta, labels=own.labels)
+    return LabelMap(array, reference.affine, own.meta, labels=own.labels, dicom=reference.dicom)
 
 
 def _fmt(values: np.ndarray) -> str:

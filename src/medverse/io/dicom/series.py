@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medverse.core.errors import DicomError, InputError, SeriesSelectionError
-from medverse.core.volume import Volume
+from medverse.core.volume import DicomSource, Volume
 from medverse.io.dicom.geometry import check_frames, ras_affine
 from medverse.io.dicom.pixels import read_stack, rescale
 from medverse.io.dicom.scan import FolderScan, SeriesInfo, describe_folder
@@ -28,9 +28,9 @@ def read_series(
         allow_irregular: Read series with uneven slice steps or gaps using the median step.
 
     Returns:
-        The Volume, indexed ``[column, row, slice]``, affine in RAS mm. ``meta`` holds
-        modality, series/study/frame-of-reference UIDs, description, SOP class, the SOP
-        instance UIDs and source files in k order; never patient names or IDs.
+        The Volume, indexed ``[column, row, slice]``, affine in RAS mm; ``dicom`` holds the
+        series, study and frame-of-reference UIDs, SOP class, modality, description, and the
+        SOP instance UIDs and files in k order; never patient names or IDs.
 
     Raises:
         InputError: If the path does not exist.
@@ -47,21 +47,20 @@ def read_series(
         raise DicomError(series.problem or "holds no image frames")
     check_frames(frames, path, allow_irregular=allow_irregular)
     array = rescale(read_stack(frames), frames)
-    meta = {
-        "modality": series.modality,
-        "series_uid": series.series_uid,
-        "study_uid": series.study_uid,
-        "frame_of_reference_uid": series.frame_of_reference_uid,
-        "description": series.description,
-        "sop_class_uid": series.sop_class_uid,
-        "sop_instance_uids": [f.sop_instance_uid for f in frames],
-        "source_files": [str(f.path) for f in frames],
-        "source": str(path),
-    }
     return Volume(
         array=array.transpose(2, 1, 0),
         affine=ras_affine(frames, allow_irregular=allow_irregular),
-        meta=meta,
+        meta={"source": str(path)},
+        dicom=DicomSource(
+            series_instance_uid=series.series_uid,
+            study_instance_uid=series.study_uid,
+            frame_of_reference_uid=series.frame_of_reference_uid,
+            sop_class_uid=series.sop_class_uid,
+            sop_instance_uids=tuple(f.sop_instance_uid for f in frames),
+            files=tuple(f.path for f in frames),
+            modality=series.modality,
+            series_description=series.description,
+        ),
     )
 
 
