@@ -36,8 +36,8 @@ from bench_inference_measure import agreement, interleaved, labels_on_grid, mach
 from bench_inference_measure import peak_memory as measure_memory
 from bench_inference_pipelines import MedversePipeline, MonaiReference, RunResult
 
+from medverse.engine.backends import cpu_has_bf16
 from medverse.io.dicom import read_image
-from medverse.models.backends import cpu_has_bf16
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -28,8 +28,8 @@ import torch
 from medverse.io.nifti import read_nifti
 from medverse.models.checkpoint import save_checkpoint
 from medverse.models.factory import build_network
-from medverse.models.regrid import axis_map, resample_aligned
 from medverse.preprocessing.plan import Plan
+from medverse.preprocessing.regrid import axis_map, resample_aligned
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -33,7 +33,7 @@ from bench_inference_data import EXAMPLE_CT, FIT_SEED, cache_dir, fitted_checkpo
 from bench_inference_measure import machine
 
 from medverse.io.nifti import read_nifti
-from medverse.models.regrid import axis_map, resample_aligned
+from medverse.preprocessing.regrid import axis_map, resample_aligned
 
 SHAPE = (512, 512, 1000)
 SPACING = (0.8, 0.8, 0.5)

@@ -17,9 +17,9 @@ import torch
 
 from medverse.core.errors import ConfigError, ModelError
 from medverse.core.volume import Volume
+from medverse.engine.backends import cpu_has_bf16, make_backend
 from medverse.inference.predictor import Predictor
 from medverse.io.nifti import read_nifti
-from medverse.models.backends import cpu_has_bf16, make_backend
 from medverse.models.checkpoint import LoadedModel, load_checkpoint
 from medverse.models.onnx_export import META_PLAN, check_export, export_onnx, onnx_metadata
 from tests.conftest import EXAMPLES, REPO

@@ -12,10 +12,10 @@ from monai.inferers import sliding_window_inference
 from monai.inferers.utils import _get_scan_interval
 
 from medverse.core.errors import ModelError
-from medverse.models.backends import torch_threads
+from medverse.engine.backends import torch_threads
+from medverse.engine.runner import WindowJob, WindowRunner
+from medverse.engine.windows import EMPTY_LOGIT, Slab, WindowBlender, window_grid
 from medverse.models.factory import build_network
-from medverse.models.window_runner import WindowJob, WindowRunner
-from medverse.models.windows import EMPTY_LOGIT, Slab, WindowBlender, window_grid
 from medverse.preprocessing.normalize import normalize_intensity
 from tests.inference.helpers import hippo_plan, read_hippo
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from medverse.core.volume import Volume
-from medverse.models import model_input
-from medverse.models.model_input import AIR_HU, intensity_map, prepare_volume
-from medverse.models.native_labels import NativeLabels
-from medverse.models.regrid import axis_map, resample_aligned
-from medverse.models.sinks import argmax_through_grid_sample, probabilities_on_grid
-from medverse.models.windows import Slab
+from medverse.engine import model_input
+from medverse.engine.model_input import AIR_HU, intensity_map, prepare_volume
+from medverse.engine.native_labels import NativeLabels
+from medverse.engine.sinks import argmax_through_grid_sample, probabilities_on_grid
+from medverse.engine.windows import Slab
 from medverse.preprocessing.normalize import normalize_intensity
+from medverse.preprocessing.regrid import axis_map, resample_aligned
 from medverse.preprocessing.resample import grid_for_spacing, resample_tensor
 from tests.inference.helpers import ct_plan, hippo_plan, read_ct, read_hippo
 

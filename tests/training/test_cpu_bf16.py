@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medverse.core.errors import ConfigError
-from medverse.models.backends import cpu_has_bf16
+from medverse.engine.backends import cpu_has_bf16
 from medverse.models.checkpoint import load_checkpoint
 from medverse.training.api import train
 from medverse.training.config import TrainConfig

@@ -212,7 +212,7 @@ def segment_with_bundle(args: argparse.Namespace) -> SegmentResult:
     from medverse.inference.api import check_modality, export_labels
     from medverse.inference.predictor import Predictor
     from medverse.io.dicom import read_image
-    from medverse.models.bundle import load_bundle
+    from medverse.models.bundles.bundle import load_bundle
 
     start = time.perf_counter()
     model = load_bundle(args.bundle)

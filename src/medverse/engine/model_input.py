@@ -17,9 +17,9 @@ import torch
 
 from medverse.core.registry import Modality
 from medverse.core.volume import Volume
-from medverse.models.regrid import axis_map, resample_aligned
 from medverse.preprocessing.normalize import EPS
 from medverse.preprocessing.plan import Normalization, Plan
+from medverse.preprocessing.regrid import axis_map, resample_aligned
 from medverse.preprocessing.resample import grid_for_spacing, resample_tensor, same_grid
 
 Shape3 = tuple[int, int, int]

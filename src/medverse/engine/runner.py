@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from medverse.core.errors import ModelError
-from medverse.models.windows import Slab, WindowBlender
+from medverse.engine.windows import Slab, WindowBlender
 
 MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
 """The 8 mirrorings of test-time augmentation (spatial axes of a ``(B, C, X, Y, Z)`` batch)."""

@@ -1,6 +1,6 @@
 """Slab sinks: where blended window logits go (labels on the model grid, kept logits, ...).
 
-`medverse.models.native_labels.NativeLabels` is the streaming sink for labels on a native
+`medverse.engine.native_labels.NativeLabels` is the streaming sink for labels on a native
 grid; the sinks here cover the rest: labels on the model grid itself, and collecting every
 logit for callers that want probabilities or grids that are not axis-aligned.
 """
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from medverse.models.regrid import AxisMap, resample_aligned
-from medverse.models.windows import Slab, background_logits, channel_argmax
+from medverse.engine.windows import Slab, background_logits, channel_argmax
+from medverse.preprocessing.regrid import AxisMap, resample_aligned
 from medverse.preprocessing.resample import resample_tensor
 
 Shape3 = tuple[int, int, int]

@@ -1,7 +1,7 @@
 """One sliding-window prediction path for every caller: the Predictor, validation, evaluation.
 
 A Volume goes to the model grid on the device (`model_input`), through the windows
-(`windows`, `window_runner`) and back to its native grid as labels (`native_labels`) or
+(`windows`, `runner`) and back to its native grid as labels (`native_labels`) or
 probabilities. Callers choose only the backend and the `WindowOptions`.
 """
 
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from medverse.core.volume import LabelMap, Volume
-from medverse.models.backends import torch_threads
-from medverse.models.model_input import ModelInput, prepare_volume
-from medverse.models.native_labels import NativeLabels
-from medverse.models.regrid import axis_map
-from medverse.models.sinks import (
+from medverse.engine.backends import torch_threads
+from medverse.engine.model_input import ModelInput, prepare_volume
+from medverse.engine.native_labels import NativeLabels
+from medverse.engine.runner import Backend, WindowJob, WindowRunner
+from medverse.engine.sinks import (
     GridLabels,
     GridLogits,
     argmax_through_grid_sample,
@@ -27,9 +27,9 @@ from medverse.models.sinks import (
     label_dtype,
     probabilities_on_grid,
 )
-from medverse.models.window_runner import Backend, WindowJob, WindowRunner
-from medverse.models.windows import WindowBlender
+from medverse.engine.windows import WindowBlender
 from medverse.preprocessing.plan import Plan
+from medverse.preprocessing.regrid import axis_map
 from medverse.preprocessing.resample import same_grid
 
 
@@ -43,7 +43,7 @@ class WindowOptions:
         batch_size: Windows per network call.
         mirror: Mirroring test-time augmentation (8x the compute).
         skip_background: Skip windows holding only air/background (see
-            `medverse.models.model_input.background_level`); their voxels become background.
+            `medverse.engine.model_input.background_level`); their voxels become background.
         half_accumulators: Blend in float16 (half the memory; for GPUs).
     """
 

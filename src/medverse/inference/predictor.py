@@ -18,10 +18,10 @@ import torch
 
 from medverse.core.errors import ConfigError
 from medverse.core.volume import LabelMap, Volume
-from medverse.models.backends import BackendKind, NetPrecision, autocast_dtype, make_backend
-from medverse.models.checkpoint import LoadedModel
-from medverse.models.sinks import channel_values
-from medverse.models.sliding import (
+from medverse.engine.backends import BackendKind, NetPrecision, autocast_dtype, make_backend
+from medverse.engine.runner import MIRROR_AXES
+from medverse.engine.sinks import channel_values
+from medverse.engine.sliding import (
     LabelJob,
     WindowOptions,
     cpu_glue,
@@ -29,7 +29,7 @@ from medverse.models.sliding import (
     predict_labels,
     predict_probabilities,
 )
-from medverse.models.window_runner import MIRROR_AXES
+from medverse.models.checkpoint import LoadedModel
 
 __all__ = [
     "Predictor",

@@ -1,1 +1,1 @@
-"""Network factory, losses, checkpoint format and export."""
+"""Network factory, losses, checkpoint format, ONNX export and MONAI bundles."""

@@ -1,7 +1,7 @@
 """Sliding-window prediction for validation and evaluation: the shared window engine.
 
 Validation and evaluation run the very code the Predictor runs
-(`medverse.models.sliding`), with the training precision (AMP on CUDA, float32 on the CPU).
+(`medverse.engine.sliding`), with the training precision (AMP on CUDA, float32 on the CPU).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from medverse.core.volume import LabelMap, Volume
-from medverse.models.backends import TorchBackend
-from medverse.models.sliding import WindowOptions, predict_grid_labels, predict_labels
+from medverse.engine.backends import TorchBackend
+from medverse.engine.sliding import WindowOptions, predict_grid_labels, predict_labels
 from medverse.preprocessing.plan import Plan
 from medverse.training.precision import Precision
 

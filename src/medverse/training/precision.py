@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from medverse.core.errors import ConfigError
-from medverse.models.backends import autocast_dtype, cpu_has_bf16
+from medverse.engine.backends import autocast_dtype, cpu_has_bf16
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient-norm clip
 

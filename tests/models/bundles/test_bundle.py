@@ -31,8 +31,8 @@ from medverse.core.errors import ModelError
 from medverse.core.volume import LabelMap
 from medverse.inference.predictor import Predictor
 from medverse.io.nifti import read_nifti, read_nifti_labels, write_nifti
-from medverse.models.bundle import load_bundle
-from medverse.models.bundle_plan import window_fields
+from medverse.models.bundles.bundle import load_bundle
+from medverse.models.bundles.plan import window_fields
 from medverse.preprocessing.normalize import normalize_intensity
 from medverse.preprocessing.plan import Plan
 from medverse.preprocessing.resample import resample_to_spacing

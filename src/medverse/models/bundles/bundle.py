@@ -23,7 +23,7 @@ from monai.bundle import ConfigParser
 
 from medverse.core.errors import ModelError
 from medverse.core.volume import LabelMap, Volume
-from medverse.models.bundle_config import (
+from medverse.models.bundles.config import (
     BundleFiles,
     check_offline,
     error_summary,
@@ -31,7 +31,7 @@ from medverse.models.bundle_config import (
     open_config,
     read_metadata,
 )
-from medverse.models.bundle_plan import bundle_plan
+from medverse.models.bundles.plan import bundle_plan
 from medverse.models.checkpoint import LoadedModel
 from medverse.preprocessing.plan import Plan
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from medverse.core.errors import ModelError
 from medverse.core.registry import Modality
-from medverse.models.bundle_config import REFERENCE, BundleFiles, resolve_value
+from medverse.models.bundles.config import REFERENCE, BundleFiles, resolve_value
 from medverse.preprocessing.fingerprint import first_error
 from medverse.preprocessing.plan import Normalization, Plan
 

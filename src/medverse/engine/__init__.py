@@ -1,0 +1,1 @@
+"""The window engine: windows, runner, sinks, blending, return to the native grid, backends."""

@@ -1,0 +1,1 @@
+"""MONAI model-zoo bundles: their files, their plan, and running them."""
