@@ -63,3 +63,11 @@ class ModelError(MedverseError):
 
 class ConfigError(MedverseError):
     """A plan, setting or option is invalid."""
+
+
+def error_text(error: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, cut to ``limit`` characters (its type if empty).
+
+    For wrapping a library's error into a :class:`MedverseError` problem text.
+    """
+    return " ".join(str(error).split())[:limit] or type(error).__name__

@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medverse.core.errors import InputError, NiftiError
+from medverse.core.errors import InputError, NiftiError, error_text
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
 
@@ -80,7 +80,7 @@ def read_nifti(path: str | Path) -> Volume:
     except NiftiError:
         raise
     except _READ_ERRORS as e:
-        raise NiftiError(f"not a readable NIfTI image ({_short(e)})", path) from None
+        raise NiftiError(f"not a readable NIfTI image ({error_text(e)})", path) from None
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -137,7 +137,3 @@ def write_nifti(volume: Volume, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
     return path
-
-
-def _short(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__

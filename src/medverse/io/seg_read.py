@@ -12,7 +12,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from medverse.core.errors import DicomError, InputError
+from medverse.core.errors import DicomError, InputError, error_text
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.dicom.header import read_dataset, sop_class_uid
 
@@ -58,7 +58,7 @@ def read_seg(path: str | Path, reference: Volume | None = None) -> LabelMap:
             return _read_own_grid(seg, names, meta, path)
         return _read_on_reference(seg, reference, names, meta, path)
     except (ValueError, RuntimeError, KeyError, AttributeError) as error:
-        raise DicomError(f"cannot place the SEG frames ({_short(error)})", path) from None
+        raise DicomError(f"cannot place the SEG frames ({error_text(error)})", path) from None
 
 
 def _open_seg(path: Path) -> hd.seg.Segmentation:
@@ -74,7 +74,7 @@ def _open_seg(path: Path) -> hd.seg.Segmentation:
     try:
         return hd.seg.Segmentation.from_dataset(ds, copy=False)
     except (ValueError, AttributeError, KeyError, TypeError) as error:
-        raise DicomError(f"malformed DICOM SEG ({_short(error)})", path) from None
+        raise DicomError(f"malformed DICOM SEG ({error_text(error)})", path) from None
 
 
 def _read_own_grid(
@@ -213,7 +213,3 @@ def _paste_on_grid(own: LabelMap, reference: Volume, path: Path) -> LabelMap:
 
 def _fmt(values: np.ndarray) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
-
-
-def _short(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__

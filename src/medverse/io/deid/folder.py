@@ -208,7 +208,3 @@ def _walk(path: Path) -> Iterator[Path]:
         dirs.sort()
         for name in sorted(names):
             yield Path(root) / name
-
-
-def _short(error: BaseException) -> str:
-    return " ".join(str(error).split())[:160] or type(error).__name__

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +12,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from medverse.core.errors import DicomError, NotDicomError
+from medverse.core.errors import DicomError, NotDicomError, error_text
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
+from medverse.io.quiet import quiet_pydicom
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -148,19 +147,14 @@ def read_dataset(path: Path, *, pixels: bool = True, complete: bool = False) -> 
         raise DicomError(f"unreadable file ({error.strerror or error})", path) from None
     if len(preamble) < 132 or preamble[128:132] != b"DICM":
         raise NotDicomError("not DICOM (no DICM preamble)", path)
-    logger = logging.getLogger("pydicom")
-    was_disabled, logger.disabled = logger.disabled, True
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with quiet_pydicom() as caught:
             ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=False)
     except InvalidDicomError:
         raise NotDicomError("not DICOM (invalid file meta)", path) from None
     except Exception as error:  # pydicom raises many kinds of error on damaged files
         what = "DICOM" if pixels else "DICOM header"
-        raise DicomError(f"unreadable {what} ({short_error(error)})", path) from None
-    finally:
-        logger.disabled = was_disabled
+        raise DicomError(f"unreadable {what} ({error_text(error)})", path) from None
     if complete:
         if any("end of file" in str(w.message).lower() for w in caught):
             raise DicomError("truncated DICOM file (ends before a closing delimiter)", path)
@@ -215,7 +209,7 @@ def header_of(ds: Dataset, path: Path) -> DicomHeader:
     except DicomError:
         raise
     except Exception as error:  # a damaged element surfaces only when it is converted
-        raise DicomError(f"unreadable DICOM header ({short_error(error)})", path) from None
+        raise DicomError(f"unreadable DICOM header ({error_text(error)})", path) from None
 
 
 def _summarise(ds: Dataset, path: Path) -> DicomHeader:
@@ -266,8 +260,3 @@ def sop_class_uid(ds: Dataset) -> str:
     if not uid and getattr(ds, "file_meta", None) is not None:
         uid = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "").strip()
     return uid
-
-
-def short_error(error: BaseException) -> str:
-    """An exception's text on one line, at most 160 characters (its type when it has none)."""
-    return " ".join(str(error).split())[:160] or type(error).__name__

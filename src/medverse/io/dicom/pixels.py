@@ -7,14 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
-from medverse.core.errors import DicomError
+from medverse.core.errors import DicomError, error_text
 from medverse.io.dicom.geometry import Frame
-
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+from medverse.io.dicom.header import PIXEL_KEYWORDS, read_dataset
 
 
 def read_stack(frames: Sequence[Frame]) -> np.ndarray:
@@ -70,11 +67,11 @@ def decode_file(path: Path) -> np.ndarray:
             raise
         # A damaged header makes pydicom raise many types when a value is first converted.
         except Exception as error:
-            raise DicomError(f"is unreadable or damaged ({_short(error)})", path) from None
+            raise DicomError(f"is unreadable or damaged ({error_text(error)})", path) from None
 
 
 def _decode(path: Path) -> np.ndarray:
-    ds = _read_full(path)
+    ds = read_dataset(path)
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise DicomError("has no pixel data (file truncated or not an image)", path)
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
@@ -98,19 +95,10 @@ def _decode(path: Path) -> np.ndarray:
     return pixels
 
 
-def _read_full(path: Path) -> Dataset:
-    try:
-        return pydicom.dcmread(path, force=False)
-    except InvalidDicomError:
-        raise DicomError("is not a DICOM file", path) from None
-    except Exception as error:  # pydicom raises many types on damaged files
-        raise DicomError(f"is unreadable or truncated ({_short(error)})", path) from None
-
-
 def _decode_problem(ds: Dataset, error: BaseException) -> str:
     syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
     name = getattr(syntax, "name", str(syntax))
-    text = _short(error)
+    text = error_text(error)
     if "missing" in text.lower() and ("plugin" in text.lower() or "decod" in text.lower()):
         return (
             f"pixel data cannot be decoded: no installed decoder for {name} "
@@ -137,7 +125,3 @@ def rescale(stack: np.ndarray, frames: Sequence[Frame]) -> np.ndarray:
     for k in range(stack.shape[0]):
         out[k] = stack[k].astype(np.float64) * slopes[k] + intercepts[k]
     return out
-
-
-def _short(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__
