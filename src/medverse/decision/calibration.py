@@ -1,0 +1,108 @@
+"""Post-hoc calibration (Platt scaling) and calibration measures: ECE, Brier, reliability plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit
+
+from medverse.core.errors import InputError
+from medverse.io.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class PlattScaling:
+    """``p = sigmoid(slope * logit + intercept)``, fitted on out-of-fold training logits.
+
+    Attributes:
+        slope: Multiplies the model's logit.
+        intercept: Added after scaling.
+    """
+
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, labels: np.ndarray) -> PlattScaling:
+        """Fit by (lightly regularised) logistic regression of the labels on the logits."""
+        from sklearn.linear_model import LogisticRegression
+
+        if len(np.unique(labels)) < 2:
+            raise InputError("calibration needs both outcomes among the training patients")
+        model = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), labels)
+        return cls(float(model.coef_[0, 0]), float(model.intercept_[0]))
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """Return calibrated probabilities."""
+        return sigmoid(self.slope * np.asarray(logits, dtype=np.float64) + self.intercept)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    return np.asarray(expit(np.asarray(logits, dtype=np.float64)))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE with ``bins`` equal-width bins: sum over bins of |observed - predicted| x share."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        hit = index == b
+        if hit.any():
+            ece += hit.mean() * abs(labels[hit].mean() - probs[hit].mean())
+    return float(ece)
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared difference between the probability and the outcome."""
+    return float(np.mean((probs - labels) ** 2))
+
+
+def reliability_curve(
+    probs: np.ndarray, labels: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return per non-empty bin: mean predicted probability, observed rate, patient count."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+    rows = [
+        (probs[index == b].mean(), labels[index == b].mean(), (index == b).sum())
+        for b in range(bins)
+        if (index == b).any()
+    ]
+    predicted, observed, counts = (np.asarray(col) for col in zip(*rows))
+    return predicted, observed, counts
+
+
+def plot_reliability(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str, bins: int = 10
+) -> Path:
+    """Write a reliability diagram PNG with one line per model.
+
+    Args:
+        curves: Model name -> (probabilities, labels).
+        path: Where to write the PNG (atomically).
+        title: Plot title.
+        bins: Equal-width bins.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
+    for name, (probs, labels) in curves.items():
+        predicted, observed, _ = reliability_curve(probs, labels, bins)
+        ece = expected_calibration_error(probs, labels, bins)
+        ax.plot(predicted, observed, marker="o", label=f"{name} (ECE {ece:.3f})")
+    ax.set(xlabel="predicted probability", ylabel="observed rate", title=title, xlim=(0, 1))
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,107 @@
+"""Train the decision networks: seeded mini-batch Adam on BCE plus the load-balancing loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from medverse.core.errors import InputError
+from medverse.decision.moe import DecisionOutput
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimiser settings, never tuned on the test sites.
+
+    The defaults were chosen by cross-site validation inside the training sites only
+    (train Cleveland -> score Hungarian and back; grid hidden 8/16, weight decay 1e-3/0.1,
+    epochs 30/100, batch 128): 30 epochs with weight decay 0.1 gave the best mean AUROC there.
+
+    Attributes:
+        epochs: Passes over the training patients.
+        batch_size: Patients per step (the capacity limit applies per batch).
+        lr: Adam learning rate.
+        weight_decay: Decoupled weight decay (AdamW).
+        aux_weight: Weight of the load-balancing loss (MoE only).
+        seed: Seeds initialisation and batch order.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    aux_weight: float = 0.01
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FitHistory:
+    """Per-epoch mean losses and dropped assignments."""
+
+    loss: list[float]
+    aux_loss: list[float]
+    dropped: list[int]
+
+
+def fit_network(
+    build: Callable[[], nn.Module],
+    values: np.ndarray,
+    labels: np.ndarray,
+    config: FitConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[nn.Module, FitHistory]:
+    """Build a network under ``config.seed`` and train it on encoded values.
+
+    Args:
+        build: Makes the untrained network (called after seeding, so weights are repeatable).
+        values: Encoded ``[patients, columns]`` (NaN = missing).
+        labels: ``[patients]`` 0/1.
+        config: Optimiser settings.
+        on_epoch: Called with ``(epoch, mean loss)`` after each epoch (progress).
+
+    Returns:
+        The trained network (in eval mode) and its loss history.
+    """
+    if len(values) != len(labels) or len(values) == 0:
+        raise InputError(f"{len(values)} rows of features for {len(labels)} labels")
+    torch.manual_seed(config.seed)
+    network = build()
+    optimiser = torch.optim.AdamW(
+        network.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
+    )
+    x = torch.as_tensor(values, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    order = torch.Generator().manual_seed(config.seed)
+    history = FitHistory([], [], [])
+    network.train()
+    for epoch in range(config.epochs):
+        totals = np.zeros(3)
+        for batch in torch.randperm(len(x), generator=order).split(config.batch_size):
+            out: DecisionOutput = network(x[batch])
+            task = functional.binary_cross_entropy_with_logits(out.logits, y[batch])
+            loss = task + config.aux_weight * out.aux_loss
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            dropped = out.moe.dropped if out.moe is not None else 0
+            totals += [task.item() * len(batch), out.aux_loss.item() * len(batch), dropped]
+        history.loss.append(totals[0] / len(x))
+        history.aux_loss.append(totals[1] / len(x))
+        history.dropped.append(int(totals[2]))
+        if on_epoch is not None:
+            on_epoch(epoch, history.loss[-1])
+    network.eval()
+    return network, history
+
+
+@torch.no_grad()
+def predict_logits(network: nn.Module, values: np.ndarray) -> np.ndarray:
+    """Return the network's logits for encoded values (eval mode, no capacity limit)."""
+    network.eval()
+    out: DecisionOutput = network(torch.as_tensor(values, dtype=torch.float32))
+    return out.logits.double().numpy()
