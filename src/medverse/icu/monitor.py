@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from medverse.icu.alerts import AlertBook, level_for
+from medverse.icu.learned import BatchScorer
 from medverse.icu.news2_batch import COMPLETENESS, RISKS, BatchScores, score_batch
 from medverse.icu.parameters import COLUMN, PARAMETERS, Parameter
 from medverse.icu.quality import QualityChecker, QualityRules, QualityState
 from medverse.icu.store import ScoredVitals
+from medverse.icu.trends import TrendTracker
 from medverse.icu.vitals import VitalSet
-
-# Called once per processed round with the bed rows, their scores and the round's vital sets.
-RoundHook = Callable[["Monitor", NDArray[np.intp], BatchScores, Sequence[VitalSet]], None]
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,21 @@ class MonitorConfig:
 class Monitor:
     """Every bed's latest good values, scored in batches (one numpy pass per round).
 
+    Each round also updates the trends (rate-of-change flags), the alerts and, for the beds
+    that are due, the learned score (one model call per round).
+
     Args:
         config: Scoring settings.
         scale_2: Beds (``ward/bed``) whose patient is on SpO2 scale 2.
+        learned: The learned-score runner (None: no learned score).
     """
 
-    def __init__(self, config: MonitorConfig | None = None, scale_2: set[str] | None = None):
+    def __init__(
+        self,
+        config: MonitorConfig | None = None,
+        scale_2: set[str] | None = None,
+        learned: BatchScorer | None = None,
+    ) -> None:
         self.config = config or MonitorConfig()
         self.checker = QualityChecker(self.config.quality)
         self.rows: dict[str, int] = {}
@@ -47,7 +56,9 @@ class Monitor:
         self.quality = QualityState.empty(64)
         self.scale_2 = np.zeros(64, dtype=bool)
         self._scale_2_beds = set(scale_2 or ())
-        self.hooks: list[RoundHook] = []
+        self.trends = TrendTracker()
+        self.alerts = AlertBook()
+        self.learned = learned
 
     def row_of(self, bed_id: str) -> int:
         """The state row of ``bed_id`` (added on first sight)."""
@@ -97,8 +108,14 @@ class Monitor:
             self.quality.accepted[rows], self.quality.accepted_at[rows], self.scale_2[rows],
             now=times[:, None], max_age=self.config.max_age,
         )  # fmt: skip
-        for hook in self.hooks:
-            hook(self, rows, scores, items)
+        latest = self.quality.accepted[rows]
+        flags = self.trends.update(rows, times, latest, scores.minimum_total)
+        learned = (
+            self.learned.score(rows, times, latest, scores.minimum_total)
+            if self.learned is not None
+            else np.full(len(items), np.nan)
+        )
+        self._alert(items, scores, flags, times)
         suppressed: list[list[tuple[Parameter, str]]] = [[] for _ in items]
         for (item, column), reason in reasons.items():
             suppressed[item].append((PARAMETERS[column], reason))
@@ -111,9 +128,26 @@ class Monitor:
                 completeness=COMPLETENESS[scores.completeness[i]].value,
                 risk=RISKS[scores.risk[i]].value if scores.risk[i] >= 0 else None,
                 suppressed=tuple(suppressed[i]),
+                flags=tuple(flags[i]),
+                learned=float(learned[i]) if np.isfinite(learned[i]) else None,
             )
             for i, vitals in enumerate(items)
         ]
+
+    def _alert(
+        self, items: Sequence[VitalSet], scores: BatchScores, flags: list[list[str]],
+        times: NDArray[np.float64],
+    ) -> None:  # fmt: skip
+        for i, vitals in enumerate(items):
+            floor, three = int(scores.minimum_total[i]), bool(scores.any_three[i])
+            level = level_for(floor, three, flags[i])
+            status = COMPLETENESS[scores.completeness[i]].value
+            reason = f"NEWS2 {'at least ' if scores.total[i] < 0 else ''}{floor} ({status})"
+            if three:
+                reason += ", a parameter scoring 3"
+            reason = "; ".join([reason, *flags[i]])
+            self.alerts.update(vitals.bed_id, level, reason, float(times[i]))
+        self.alerts.escalate_overdue(float(times.max()))
 
 
 def _rounds(batch: Sequence[VitalSet]) -> list[list[int]]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from medverse.core.logging import get_logger
+from medverse.icu.alerts import Alert
 from medverse.icu.monitor import Monitor
 from medverse.icu.store import ObservationStore, ScoredVitals
 from medverse.icu.vitals import VitalSet
@@ -40,7 +42,7 @@ class Outcome:
     committed_at: float
 
 
-Listener = Callable[[list[ScoredVitals]], None]
+Listener = Callable[[list[ScoredVitals], list[Alert]], None]
 
 
 class Ingestor:
@@ -59,6 +61,8 @@ class Ingestor:
         self.listeners: list[Listener] = []
         self._queue: asyncio.Queue[tuple[VitalSet, asyncio.Future[Outcome]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # the monitor is used by the writer thread and `acknowledge`
+        monitor.alerts.start_ids_after(store.last_alert_id())
 
     def start(self) -> None:
         """Start the consumer on the running loop."""
@@ -84,6 +88,25 @@ class Ingestor:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((vitals, future))
         return await future
+
+    async def acknowledge(self, alert_id: int, by: str) -> Alert:
+        """Record that ``by`` acknowledged an open alert now; stored before returning.
+
+        Raises:
+            InputError: If no open alert has that id.
+        """
+
+        def run() -> Alert:
+            with self._lock:
+                alert = self.monitor.alerts.acknowledge(alert_id, by, time.time())
+                self.monitor.alerts.drain()
+            self.store.save_alerts([alert])
+            return alert
+
+        alert = await asyncio.to_thread(run)
+        for listener in self.listeners:
+            listener([], [alert])
+        return alert
 
     async def _consume(self) -> None:
         while True:
@@ -112,11 +135,14 @@ class Ingestor:
             scored_by_key.update((s.vitals.message_key, s) for s in scored)
             return scored
 
-        fresh = self.store.append(items, score)
-        committed = time.perf_counter()
+        with self._lock:
+            fresh = self.store.append(items, score)
+            committed = time.perf_counter()
+            alerts = self.monitor.alerts.drain()
+        self.store.save_alerts(alerts)
         new_scores = list(scored_by_key.values())
         for listener in self.listeners:
-            listener(new_scores)
+            listener(new_scores, alerts)
         return [
             Outcome(is_new, scored_by_key.get(v.message_key) if is_new else None, committed)
             for v, is_new in zip(items, fresh)

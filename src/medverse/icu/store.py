@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from medverse.core.errors import ConfigError
+from medverse.icu.alerts import Alert, AlertLevel
 from medverse.icu.parameters import PARAMETERS, Parameter
 from medverse.icu.vitals import VitalSet
 
@@ -52,6 +53,7 @@ vitals_table = Table(
     Column("risk", String(12)),
     Column("learned_score", Float),
     Column("suppressed", String(400)),  # "parameter: reason; ..." for values not scored
+    Column("flags", String(400)),  # rate-of-change flags, "; "-joined
 )
 
 beds_table = Table(
@@ -60,6 +62,22 @@ beds_table = Table(
     Column("bed_id", String(130), primary_key=True),
     Column("ward", String(64), nullable=False, index=True),
     Column("spo2_scale_2", Boolean, nullable=False, default=False),
+)
+
+alerts_table = Table(
+    "icu_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("bed_id", String(130), nullable=False),
+    Column("ward", String(64), nullable=False, index=True),
+    Column("level", String(16), nullable=False),
+    Column("reason", String(400), nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("escalations", Integer, nullable=False),
+    Column("escalated_at", Float),
+    Column("acknowledged_by", String(128)),
+    Column("acknowledged_at", Float),
+    Column("resolved_at", Float),
 )
 
 
@@ -75,7 +93,8 @@ class ScoredVitals:
         completeness: `news2.Completeness` value.
         risk: `news2.Risk` value or None.
         learned: The learned deterioration score, when one ran.
-        suppressed: ``{parameter: reason}`` for values kept out of the score.
+        suppressed: ``(parameter, reason)`` for values kept out of the score.
+        flags: Rate-of-change flags raised by this set.
     """
 
     vitals: VitalSet
@@ -86,6 +105,7 @@ class ScoredVitals:
     risk: str | None
     learned: float | None = None
     suppressed: tuple[tuple[Parameter, str], ...] = ()
+    flags: tuple[str, ...] = ()
 
     def row(self) -> dict[str, Any]:
         """The database row."""
@@ -97,6 +117,7 @@ class ScoredVitals:
             "news2_minimum": self.minimum, "completeness": self.completeness, "risk": self.risk,
             "learned_score": self.learned,
             "suppressed": "; ".join(f"{p.value}: {r}" for p, r in self.suppressed) or None,
+            "flags": "; ".join(self.flags) or None,
         }  # fmt: skip
         row.update({p.value: v.values.get(p) for p in PARAMETERS})
         return row
@@ -223,6 +244,52 @@ class ObservationStore:
             )
             return int(result.rowcount or 0)
 
+    def save_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Insert or update alerts (by id) in one transaction."""
+        if not alerts:
+            return
+        rows = [_alert_row(a) for a in alerts]
+        ids = [a.id for a in alerts]
+        with self.engine.begin() as connection:
+            connection.execute(alerts_table.delete().where(alerts_table.c.id.in_(ids)))
+            connection.execute(alerts_table.insert(), rows)
+
+    def alerts(self, wards: Sequence[str] | None = None, open_only: bool = True) -> list[Alert]:
+        """Stored alerts (of ``wards`` when given), newest first."""
+        query = select(alerts_table).order_by(alerts_table.c.id.desc())
+        if wards is not None:
+            query = query.where(alerts_table.c.ward.in_(list(wards)))
+        if open_only:
+            query = query.where(alerts_table.c.resolved_at.is_(None))
+        with self.engine.connect() as connection:
+            return [_alert_from(row._mapping) for row in connection.execute(query)]
+
+    def last_alert_id(self) -> int:
+        """The highest stored alert id (0 when none)."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as connection:
+            return int(connection.scalar(select(func.max(alerts_table.c.id))) or 0)
+
     def dispose(self) -> None:
         """Close pooled connections."""
         self.engine.dispose()
+
+
+def _alert_row(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id, "bed_id": alert.bed_id, "ward": alert.ward, "level": alert.level.name,
+        "reason": alert.reason[:400], "opened_at": alert.opened_at,
+        "escalations": alert.escalations, "escalated_at": alert.escalated_at,
+        "acknowledged_by": alert.acknowledged_by, "acknowledged_at": alert.acknowledged_at,
+        "resolved_at": alert.resolved_at,
+    }  # fmt: skip
+
+
+def _alert_from(row: Any) -> Alert:
+    return Alert(
+        id=row["id"], bed_id=row["bed_id"], level=AlertLevel[row["level"]], reason=row["reason"],
+        opened_at=row["opened_at"], escalations=row["escalations"],
+        escalated_at=row["escalated_at"], acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=row["acknowledged_at"], resolved_at=row["resolved_at"],
+    )  # fmt: skip

@@ -27,7 +27,7 @@ from medverse.service.rooms.store import (
 )
 from medverse.service.tables import Study
 from tests.service.conftest import Api, TestClient, insert_study
-from tests.service.test_rooms import comment, join, send_edit, until
+from tests.service.rooms.test_rooms import comment, join, send_edit, until
 
 
 def edit_of(raw: dict[str, Any]) -> Any:

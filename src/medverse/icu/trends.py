@@ -1,0 +1,127 @@
+"""Per-bed trends: values at 5-minute checkpoints for the last hour, and rate-of-change flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medverse.icu.parameters import COLUMN, PARAMETERS, Parameter
+
+SLOT_SECONDS = 300.0  # one checkpoint per 5 minutes
+SLOTS = 13  # the last hour, plus the current slot
+
+
+@dataclass(frozen=True)
+class RocRule:
+    """Flag a change of at least ``change`` (signed: + rise, - fall) within ``window`` seconds.
+
+    Attributes:
+        parameter: The parameter watched (None: the NEWS2 floor).
+        change: Signed change in chart units (or NEWS2 points).
+        window: Seconds, a multiple of 5 minutes up to an hour.
+    """
+
+    parameter: Parameter | None
+    change: float
+    window: float
+
+    def describe(self, delta: float) -> str:
+        """``"pulse rose 30 in 30 min"``."""
+        name = self.parameter.value if self.parameter else "NEWS2"
+        verb = "rose" if self.change > 0 else "fell"
+        return f"{name} {verb} {abs(delta):g} in {self.window / 60:g} min"
+
+
+DEFAULT_RULES: tuple[RocRule, ...] = (
+    RocRule(Parameter.PULSE, +25.0, 1800.0),
+    RocRule(Parameter.RESPIRATION_RATE, +6.0, 1800.0),
+    RocRule(Parameter.SYSTOLIC_BP, -30.0, 3600.0),
+    RocRule(Parameter.SPO2, -4.0, 1800.0),
+    RocRule(None, +3.0, 3600.0),
+)
+NEWS2_COLUMN = len(PARAMETERS)  # the NEWS2 floor is tracked as an eighth series
+
+
+class TrendTracker:
+    """Checkpoint rings (beds x 8 series x 13 slots) and the rate-of-change rules over them.
+
+    Each 5-minute slot keeps the lowest and the highest value seen in it, so a rise is measured
+    from the lowest value in the window and a fall from the highest.
+
+    Args:
+        rules: The rate-of-change rules.
+    """
+
+    def __init__(self, rules: tuple[RocRule, ...] = DEFAULT_RULES) -> None:
+        self.rules = rules
+        shape = (0, NEWS2_COLUMN + 1, SLOTS)
+        self.low = np.full(shape, np.nan)
+        self.high = np.full(shape, np.nan)
+        self.slots = np.full(shape, -1, dtype=np.int64)
+
+    def _grow(self, beds: int) -> None:
+        extra = beds - self.low.shape[0]
+        if extra > 0:
+            more = (max(extra, self.low.shape[0]), *self.low.shape[1:])
+            self.low = np.concatenate([self.low, np.full(more, np.nan)])
+            self.high = np.concatenate([self.high, np.full(more, np.nan)])
+            self.slots = np.concatenate([self.slots, np.full(more, -1)])
+
+    def update(
+        self, rows: NDArray[np.intp], times: NDArray[np.float64], latest: NDArray[np.float64],
+        news2_floor: NDArray[np.int16],
+    ) -> list[list[str]]:  # fmt: skip
+        """Record each bed's latest values and return the rate-of-change flags per item.
+
+        Args:
+            rows: Bed rows (distinct).
+            times: Observation time per item.
+            latest: (items, 7) latest accepted values.
+            news2_floor: NEWS2 floor per item.
+        """
+        self._grow(int(rows.max()) + 1 if rows.size else 0)
+        series = np.concatenate([latest, news2_floor[:, None].astype(np.float64)], axis=1)
+        slot = np.floor(times / SLOT_SECONDS).astype(np.int64)
+        self._record(rows, slot, series)
+        flags: list[list[str]] = [[] for _ in range(rows.size)]
+        for rule in self.rules:
+            column = COLUMN[rule.parameter] if rule.parameter else NEWS2_COLUMN
+            rise = rule.change > 0
+            past = (self.low if rise else self.high)[rows, column, :]
+            oldest = slot - round(rule.window / SLOT_SECONDS)
+            slots = self.slots[rows, column, :]
+            inside = (slots >= 0) & (slots >= oldest[:, None]) & np.isfinite(past)
+            reference = np.where(inside, past, np.inf if rise else -np.inf)
+            extreme = reference.min(axis=1) if rise else reference.max(axis=1)
+            delta = series[:, column] - extreme
+            hit = np.isfinite(delta) & (delta * np.sign(rule.change) >= abs(rule.change))
+            for item in np.nonzero(hit)[0]:
+                flags[item].append(rule.describe(float(delta[item])))
+        return flags
+
+    def _record(
+        self, rows: NDArray[np.intp], slot: NDArray[np.int64], series: NDArray[np.float64]
+    ) -> None:
+        index = (rows[:, None], np.arange(series.shape[1]), (slot % SLOTS)[:, None])
+        known = np.isfinite(series)
+        same_slot = self.slots[index] == slot[:, None]
+        low = np.where(same_slot, np.fmin(self.low[index], series), series)
+        high = np.where(same_slot, np.fmax(self.high[index], series), series)
+        self.low[index] = np.where(known, low, self.low[index])
+        self.high[index] = np.where(known, high, self.high[index])
+        self.slots[index] = np.where(known, slot[:, None], self.slots[index])
+
+    def trend(self, row: int) -> dict[str, list[tuple[float, float]]]:
+        """A bed's checkpoints (slot start time, highest value in it) per series, oldest first."""
+        names = [p.value for p in PARAMETERS] + ["news2_minimum"]
+        out: dict[str, list[tuple[float, float]]] = {}
+        for column, name in enumerate(names):
+            pairs = [
+                (float(s * SLOT_SECONDS), float(v))
+                for s, v in zip(self.slots[row, column], self.high[row, column])
+                if s >= 0 and np.isfinite(v)
+            ]
+            out[name] = sorted(pairs)
+        return out

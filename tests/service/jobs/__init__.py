@@ -1,0 +1,1 @@
+"""Tests of the jobs resource: the queue, workers, crash recovery."""

@@ -1,0 +1,1 @@
+"""Tests of the PACS link against a real Orthanc."""

@@ -1,0 +1,1 @@
+"""Tests of the studies resource: upload, validation, ingest, listing, deletion."""
