@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "users",
     "decide",
     "icu",
+    "sim",
 )
 
 

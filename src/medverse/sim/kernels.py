@@ -1,0 +1,296 @@
+"""Warp kernels of the co-rotational tetrahedral FEM and its implicit solve (CPU and CUDA).
+
+Every kernel here compiles into one Warp module, once per device (cached in ~/.cache/warp), so
+the kernel count is kept small. Precision is float64 throughout: the force/energy consistency
+test needs it, and on the CPU float64 costs about the same as float32 (Warp CPU code is scalar).
+"""
+
+# Warp's kernel language uses array constructors as annotations (wp.array(dtype=...)), which
+# are not Python types; mypy cannot check this DSL (Warp checks it when it compiles).
+# mypy: ignore-errors
+
+from __future__ import annotations
+
+import warp as wp
+
+# The inverse Jacobi diagonal is clipped here so an isolated node never divides by zero.
+_TINY = wp.constant(wp.float64(1.0e-30))
+
+
+@wp.func
+def polar_rotation(f: wp.mat33d) -> wp.mat33d:
+    """Rotation of the polar decomposition F = R S, with det R = +1 even for inverted F."""
+    u = wp.mat33d()
+    s = wp.vec3d()
+    v = wp.mat33d()
+    wp.svd3(f, u, s, v)
+    d = wp.identity(n=3, dtype=wp.float64)
+    if wp.determinant(u) * wp.determinant(v) < wp.float64(0.0):
+        # reflect the direction of the smallest singular value, so R is a proper rotation
+        k = 0
+        if s[1] < s[k]:
+            k = 1
+        if s[2] < s[k]:
+            k = 2
+        d[k, k] = wp.float64(-1.0)
+    return u * d * wp.transpose(v)
+
+
+@wp.func
+def deformation(pos: wp.array(dtype=wp.vec3d), idx: wp.vec4i, dm_inv: wp.mat33d) -> wp.mat33d:
+    """Deformation gradient F = Ds Dm^-1 of one tetrahedron."""
+    x0 = pos[idx[0]]
+    ds = wp.matrix_from_cols(pos[idx[1]] - x0, pos[idx[2]] - x0, pos[idx[3]] - x0)
+    return ds * dm_inv
+
+
+@wp.func
+def scatter(out: wp.array(dtype=wp.vec3d), idx: wp.vec4i, h: wp.mat33d, sign: wp.float64):
+    """Add the columns of H to nodes 1..3 and minus their sum to node 0, times ``sign``."""
+    c0 = wp.vec3d(h[0, 0], h[1, 0], h[2, 0])
+    c1 = wp.vec3d(h[0, 1], h[1, 1], h[2, 1])
+    c2 = wp.vec3d(h[0, 2], h[1, 2], h[2, 2])
+    wp.atomic_add(out, idx[1], sign * c0)
+    wp.atomic_add(out, idx[2], sign * c1)
+    wp.atomic_add(out, idx[3], sign * c2)
+    wp.atomic_add(out, idx[0], -sign * (c0 + c1 + c2))
+
+
+@wp.kernel
+def elastic_forces(
+    pos: wp.array(dtype=wp.vec3d),
+    tets: wp.array(dtype=wp.vec4i),
+    dm_inv: wp.array(dtype=wp.mat33d),
+    rest_volume: wp.array(dtype=wp.float64),
+    mu: wp.array(dtype=wp.float64),
+    lam: wp.array(dtype=wp.float64),
+    active: wp.array(dtype=wp.int32),
+    rotation: wp.array(dtype=wp.mat33d),
+    forces: wp.array(dtype=wp.vec3d),
+    energy: wp.array(dtype=wp.float64),
+):
+    """Co-rotational linear elasticity: forces -dE/dx, rotations R, and the total energy E.
+
+    E = V (mu |F - R|^2 + lam/2 tr(R^T F - I)^2), P = 2 mu (F - R) + lam tr(R^T F - I) R
+    (exact gradient: R is the polar rotation, so R^T F is symmetric).
+    """
+    t = wp.tid()
+    if active[t] == 0:
+        return
+    idx = tets[t]
+    f = deformation(pos, idx, dm_inv[t])
+    r = polar_rotation(f)
+    rotation[t] = r
+    strain_trace = wp.trace(wp.transpose(r) * f) - wp.float64(3.0)
+    diff = f - r
+    vol = rest_volume[t]
+    psi = mu[t] * wp.ddot(diff, diff) + wp.float64(0.5) * lam[t] * strain_trace * strain_trace
+    wp.atomic_add(energy, 0, vol * psi)
+    p = wp.float64(2.0) * mu[t] * diff + lam[t] * strain_trace * r
+    scatter(forces, idx, vol * p * wp.transpose(dm_inv[t]), wp.float64(-1.0))
+
+
+@wp.kernel
+def stiffness_product(
+    p: wp.array(dtype=wp.vec3d),
+    tets: wp.array(dtype=wp.vec4i),
+    dm_inv: wp.array(dtype=wp.mat33d),
+    rest_volume: wp.array(dtype=wp.float64),
+    mu: wp.array(dtype=wp.float64),
+    lam: wp.array(dtype=wp.float64),
+    active: wp.array(dtype=wp.int32),
+    rotation: wp.array(dtype=wp.mat33d),
+    out: wp.array(dtype=wp.vec3d),
+):
+    """Add K p, with K the warped (R fixed) stiffness: positive semi-definite by construction."""
+    t = wp.tid()
+    if active[t] == 0:
+        return
+    idx = tets[t]
+    r = rotation[t]
+    g = wp.transpose(r) * deformation(p, idx, dm_inv[t])
+    sym = g + wp.transpose(g)
+    dp = r * (mu[t] * sym + lam[t] * wp.trace(g) * wp.identity(n=3, dtype=wp.float64))
+    scatter(out, idx, rest_volume[t] * dp * wp.transpose(dm_inv[t]), wp.float64(1.0))
+
+
+@wp.kernel
+def implicit_rhs(
+    pos: wp.array(dtype=wp.vec3d),
+    vel: wp.array(dtype=wp.vec3d),
+    forces: wp.array(dtype=wp.vec3d),
+    k_vel: wp.array(dtype=wp.vec3d),
+    mass: wp.array(dtype=wp.float64),
+    fixed: wp.array(dtype=wp.int32),
+    spring_k: wp.array(dtype=wp.float64),
+    spring_target: wp.array(dtype=wp.vec3d),
+    gravity: wp.vec3d,
+    coeffs: wp.vec4d,
+    rhs: wp.array(dtype=wp.vec3d),
+):
+    """Backward-Euler right-hand side b = h f - (h^2 + h beta) K v - h alpha M v - h^2 k_s v.
+
+    ``coeffs`` = (h, alpha, beta, unused); f holds elastic + gravity + grasp-spring forces.
+    """
+    i = wp.tid()
+    if fixed[i] != 0:
+        rhs[i] = wp.vec3d()
+        return
+    h = coeffs[0]
+    m = mass[i]
+    ks = spring_k[i]
+    f = forces[i] + m * gravity + ks * (spring_target[i] - pos[i])
+    damp_v = (h * h + h * coeffs[2]) * k_vel[i] + (h * coeffs[1] * m + h * h * ks) * vel[i]
+    rhs[i] = h * f - damp_v
+
+
+@wp.kernel
+def system_product(
+    p: wp.array(dtype=wp.vec3d),
+    k_p: wp.array(dtype=wp.vec3d),
+    mass: wp.array(dtype=wp.float64),
+    fixed: wp.array(dtype=wp.int32),
+    spring_k: wp.array(dtype=wp.float64),
+    coeffs: wp.vec4d,
+    out: wp.array(dtype=wp.vec3d),
+    scalars: wp.array(dtype=wp.float64),
+):
+    """A p = (1 + h alpha) M p + (h^2 + h beta) K p + h^2 k_s p; accumulates p.Ap in scalars[1].
+
+    ``coeffs`` = (h, alpha, beta, static): with static = 1, A = K + k_s (no inertia).
+    """
+    i = wp.tid()
+    if fixed[i] != 0:
+        out[i] = wp.vec3d()
+        return
+    h = coeffs[0]
+    a_mass = (wp.float64(1.0) + h * coeffs[1]) * mass[i]
+    a_stiff = h * h + h * coeffs[2]
+    a_spring = h * h * spring_k[i]
+    if coeffs[3] > wp.float64(0.5):
+        a_mass = wp.float64(0.0)
+        a_stiff = wp.float64(1.0)
+        a_spring = spring_k[i]
+    ap = a_mass * p[i] + a_stiff * k_p[i] + a_spring * p[i]
+    out[i] = ap
+    wp.atomic_add(scalars, 1, wp.dot(p[i], ap))
+
+
+@wp.kernel
+def cg_start(
+    rhs: wp.array(dtype=wp.vec3d),
+    inv_diag: wp.array(dtype=wp.float64),
+    x: wp.array(dtype=wp.vec3d),
+    r: wp.array(dtype=wp.vec3d),
+    z: wp.array(dtype=wp.vec3d),
+    p: wp.array(dtype=wp.vec3d),
+    scalars: wp.array(dtype=wp.float64),
+):
+    """X = 0, r = b, z = p = D^-1 r; scalars[0] = r.z (from zero), scalars[3] = b.b."""
+    i = wp.tid()
+    x[i] = wp.vec3d()
+    r[i] = rhs[i]
+    zi = inv_diag[i] * rhs[i]
+    z[i] = zi
+    p[i] = zi
+    wp.atomic_add(scalars, 0, wp.dot(rhs[i], zi))
+    wp.atomic_add(scalars, 3, wp.dot(rhs[i], rhs[i]))
+
+
+@wp.kernel
+def cg_update(
+    inv_diag: wp.array(dtype=wp.float64),
+    p: wp.array(dtype=wp.vec3d),
+    ap: wp.array(dtype=wp.vec3d),
+    x: wp.array(dtype=wp.vec3d),
+    r: wp.array(dtype=wp.vec3d),
+    z: wp.array(dtype=wp.vec3d),
+    scalars: wp.array(dtype=wp.float64),
+):
+    """X += a p, r -= a Ap, z = D^-1 r with a = r.z / p.Ap; accumulates new r.z and r.r."""
+    i = wp.tid()
+    alpha = scalars[0] / wp.max(scalars[1], _TINY)
+    x[i] = x[i] + alpha * p[i]
+    ri = r[i] - alpha * ap[i]
+    r[i] = ri
+    zi = inv_diag[i] * ri
+    z[i] = zi
+    wp.atomic_add(scalars, 2, wp.dot(ri, zi))
+    wp.atomic_add(scalars, 4, wp.dot(ri, ri))
+
+
+@wp.kernel
+def cg_direction(
+    z: wp.array(dtype=wp.vec3d), p: wp.array(dtype=wp.vec3d), scalars: wp.array(dtype=wp.float64)
+):
+    """P = z + b p with b = new r.z / old r.z."""
+    i = wp.tid()
+    beta = scalars[2] / wp.max(scalars[0], _TINY)
+    p[i] = z[i] + beta * p[i]
+
+
+@wp.kernel
+def cg_roll(scalars: wp.array(dtype=wp.float64)):
+    """One thread: old r.z <- new r.z; clear the accumulators for the next iteration."""
+    scalars[0] = scalars[2]
+    scalars[1] = wp.float64(0.0)
+    scalars[2] = wp.float64(0.0)
+    scalars[5] = scalars[4]
+    scalars[4] = wp.float64(0.0)
+
+
+@wp.kernel
+def integrate(
+    pos: wp.array(dtype=wp.vec3d),
+    vel: wp.array(dtype=wp.vec3d),
+    dv: wp.array(dtype=wp.vec3d),
+    fixed: wp.array(dtype=wp.int32),
+    h: wp.float64,
+    static_step: wp.int32,
+):
+    """Dynamic: v += dv, x += h v. Static (Newton step): x += dv. Fixed nodes never move."""
+    i = wp.tid()
+    if fixed[i] != 0:
+        vel[i] = wp.vec3d()
+        return
+    if static_step != 0:
+        pos[i] = pos[i] + dv[i]
+        return
+    v = vel[i] + dv[i]
+    vel[i] = v
+    pos[i] = pos[i] + h * v
+
+
+@wp.kernel
+def sphere_contact(
+    pos: wp.array(dtype=wp.vec3d),
+    vel: wp.array(dtype=wp.vec3d),
+    fixed: wp.array(dtype=wp.int32),
+    center: wp.vec3d,
+    radius: wp.float64,
+):
+    """Push nodes out of a rigid sphere (the tool) and remove their velocity into it."""
+    i = wp.tid()
+    if fixed[i] != 0:
+        return
+    d = pos[i] - center
+    dist = wp.length(d)
+    if dist >= radius or dist < wp.float64(1.0e-12):
+        return
+    n = d / dist
+    pos[i] = center + radius * n
+    vn = wp.dot(vel[i], n)
+    if vn < wp.float64(0.0):
+        vel[i] = vel[i] - vn * n
+
+
+@wp.kernel
+def tet_jacobians(
+    pos: wp.array(dtype=wp.vec3d),
+    tets: wp.array(dtype=wp.vec4i),
+    dm_inv: wp.array(dtype=wp.mat33d),
+    out: wp.array(dtype=wp.float64),
+):
+    """Det F per tetrahedron (<= 0: inverted)."""
+    t = wp.tid()
+    out[t] = wp.determinant(deformation(pos, tets[t], dm_inv[t]))
