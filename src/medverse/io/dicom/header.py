@@ -73,6 +73,8 @@ class DicomHeader:
         columns: Pixel columns (0 when absent).
         number_of_frames: NumberOfFrames (1 when absent).
         identity_removed: True when the file says PatientIdentityRemoved = YES.
+        referenced_series_uid: The first ReferencedSeriesSequence item's SeriesInstanceUID
+            (what a SEG was made on), "" when there is none.
         frames: The image planes and their geometry (image objects with a usable geometry).
         frame_error: Why the geometry is unusable, or None.
     """
@@ -92,6 +94,7 @@ class DicomHeader:
     columns: int
     number_of_frames: int
     identity_removed: bool
+    referenced_series_uid: str = ""
     frames: tuple[Frame, ...] = field(default=(), repr=False)
     frame_error: str | None = None
 
@@ -124,7 +127,11 @@ def stand_in_uid(kind: str, values: Iterable[str]) -> str:
         kind: What the UID stands in for.
         values: The header values that identify it.
     """
-    digest = hashlib.sha256("|".join([kind, *values]).encode("utf-8")).digest()
+    return uid_from_digest(hashlib.sha256("|".join([kind, *values]).encode("utf-8")).digest())
+
+
+def uid_from_digest(digest: bytes) -> str:
+    """A ``2.25.`` UID (PS3.5 B.2) from the first 128 bits of a hash digest."""
     return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
@@ -205,7 +212,8 @@ def header_of(ds: Dataset, path: Path) -> DicomHeader:
         DicomError: If a value is malformed (pydicom converts lazily, so damage shows here).
     """
     try:
-        return _summarise(ds, path)
+        with quiet_pydicom():  # conversion warnings can quote values (patient data)
+            return _summarise(ds, path)
     except DicomError:
         raise
     except Exception as error:  # a damaged element surfaces only when it is converted
@@ -244,9 +252,15 @@ def _summarise(ds: Dataset, path: Path) -> DicomHeader:
         columns=int(ds.get("Columns", 0) or 0),
         number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
         identity_removed=text_value(ds, "PatientIdentityRemoved").upper() == "YES",
+        referenced_series_uid=_referenced_series(ds),
         frames=tuple(frames),
         frame_error=frame_error,
     )
+
+
+def _referenced_series(ds: Dataset) -> str:
+    references = ds.get("ReferencedSeriesSequence") or []
+    return text_value(references[0], "SeriesInstanceUID") if references else ""
 
 
 def text_value(ds: Dataset, keyword: str) -> str:

@@ -10,10 +10,6 @@ from typing import Any
 
 from medverse.core.errors import DicomError, InputError, NotDicomError
 from medverse.io.dicom.geometry import Frame, check_frames, median_slice_spacing, sort_frames
-from medverse.io.dicom.header import (
-    NON_IMAGE_MODALITIES as NON_IMAGE_MODALITIES,  # service/validate
-)
-from medverse.io.dicom.header import NON_IMAGE_SOP_PREFIXES as NON_IMAGE_SOP_PREFIXES  # until moved
 from medverse.io.dicom.header import DicomHeader, read_header
 
 

@@ -153,7 +153,7 @@ class Worker:
             chosen = segmentation_input(load_study(session, job.study_id), job.series_uid)
         segment_for_job(
             self.storage.absolute(chosen.path),
-            None,  # the stored series folder holds that one series (whose UID may be a stand-in)
+            chosen.series_uid,  # a stand-in UID is the scan's key too (one rule in io/dicom)
             self.catalog.path(job.model),
             out_dir,
             device=str(self.settings.device),

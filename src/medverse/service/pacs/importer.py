@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
-
-from medverse.io.quiet import quiet_pydicom
+from medverse.core.errors import DicomError
+from medverse.io.dicom.header import DicomHeader
+from medverse.io.dicom.header import read_header as read_dicom_header
 from medverse.service.deps import Services
 from medverse.service.errors import BadRequestError, NotFoundError
 from medverse.service.pacs.dicomweb import (
@@ -22,16 +21,6 @@ from medverse.service.pacs.dicomweb import (
 from medverse.service.storage import is_uid
 from medverse.service.studies.ingest import IngestResult
 from medverse.service.studies.uploads import ReceivedFile
-
-
-@dataclass(frozen=True)
-class DicomHeader:
-    """The UIDs of one DICOM file."""
-
-    sop: str
-    series: str
-    study: str
-    referenced_series: str | None = None
 
 
 def import_study(services: Services, study_uid: str, *, uploaded_by: str) -> IngestResult:
@@ -85,9 +74,9 @@ def fetch_study(
         arrived: dict[str, Path] = {}
         for path in paths:
             header = read_header(path, "the PACS sent an object that is not readable DICOM")
-            if (header.study, header.series) != (study_uid, series_uid):
+            if (header.study_instance_uid, header.series_instance_uid) != (study_uid, series_uid):
                 raise PacsError(f"the PACS sent an object of another series for {series_uid}")
-            arrived[header.sop] = path
+            arrived[header.sop_instance_uid] = path
         if missing := listed - arrived.keys():
             raise PacsError(
                 f"the PACS listed {len(listed)} instance(s) of series {series_uid} but sent "
@@ -98,22 +87,19 @@ def fetch_study(
 
 
 def read_header(path: Path, problem: str) -> DicomHeader:
-    """The UIDs of a DICOM file (pixel data not read).
+    """The header of a DICOM file (pixel data not read), with valid SOP, series and study UIDs.
 
     Raises:
         PacsError: With ``problem`` if the file is not readable DICOM or lacks its UIDs.
     """
     try:
-        with quiet_pydicom():
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        uids = (str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID))
-    except Exception:  # pydicom raises many kinds, and its messages may quote patient data
+        header = read_dicom_header(path)
+    except DicomError:  # its text may quote patient data
         raise PacsError(problem) from None
+    uids = (header.sop_instance_uid, header.series_instance_uid, header.study_instance_uid)
     if not all(is_uid(uid) for uid in uids):
         raise PacsError(problem)
-    references = ds.get("ReferencedSeriesSequence") or []
-    referenced = str(references[0].get("SeriesInstanceUID", "")) if references else ""
-    return DicomHeader(*uids, referenced_series=referenced or None)
+    return header
 
 
 def _listed_uid(dataset: dict[str, Any], tag: str, kind: str) -> str:

@@ -84,18 +84,19 @@ def push_to_pacs(
         seg = _pushable_seg(services, principal, job_id)
         header = read_header(seg, "the stored SEG is unreadable")
         with client_from_settings(services.settings) as client:
-            outcome = client.store([seg], header.study)
-        reason = outcome.failed.get(header.sop)
-        if reason is not None or (outcome.stored and header.sop not in outcome.stored):
+            outcome = client.store([seg], header.study_instance_uid)
+        sop = header.sop_instance_uid
+        reason = outcome.failed.get(sop)
+        if reason is not None or (outcome.stored and sop not in outcome.stored):
             why = f" (failure reason {reason})" if reason else ""
             raise PacsError(f"the PACS did not store the SEG of job {job_id}{why}")
         entry.detail = "DICOM SEG sent to the PACS"
     return PacsPushPublic(
         job_id=job_id,
-        study_uid=header.study,
-        series_uid=header.series,
-        sop_instance_uid=header.sop,
-        referenced_series_uid=header.referenced_series,
+        study_uid=header.study_instance_uid,
+        series_uid=header.series_instance_uid,
+        sop_instance_uid=header.sop_instance_uid,
+        referenced_series_uid=header.referenced_series_uid or None,
     )
 
 

@@ -8,32 +8,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-
-from medverse.core.errors import MedverseError
-from medverse.io.dicom.scan import NON_IMAGE_MODALITIES, NON_IMAGE_SOP_PREFIXES
+from medverse.core.errors import DicomError, MedverseError
+from medverse.io.dicom.header import (
+    DicomHeader,
+    check_complete,
+    header_of,
+    read_dataset,
+    uid_from_digest,
+)
 from medverse.io.nifti import read_nifti
-from medverse.io.quiet import quiet_pydicom
 from medverse.service.errors import BadRequestError
 from medverse.service.storage import is_uid
 from medverse.service.studies.uploads import ReceivedFile
 from medverse.service.tables import StudyKind
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-_PIXELS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 _NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540
-_STUDY_KEYS = ("PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber", "StudyID")
-_SERIES_KEYS = (
-    "FrameOfReferenceUID",
-    "Modality",
-    "SeriesNumber",
-    "SeriesDescription",
-    "SeriesDate",
-    "SeriesTime",
-)
 
 
 @dataclass(frozen=True)
@@ -147,76 +136,40 @@ def read_dicom(file: ReceivedFile) -> DicomObject | None:
             has a malformed UID, or is an image without pixel data.
     """
     try:
-        with quiet_pydicom():
-            ds = pydicom.dcmread(file.path)
-    except Exception as error:  # pydicom raises many kinds; its text may quote values
-        raise BadRequestError(
-            f"{file.name}: not a readable DICOM file ({type(error).__name__})"
-        ) from None
-    if _cut_short(ds):  # a file cut inside undefined-length data loses its pixels: see below
-        raise BadRequestError(f"{file.name}: truncated DICOM file (it ends early)")
-    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
-    if sop_class == DICOMDIR_SOP_CLASS:
+        ds = read_dataset(file.path)
+        header = header_of(ds, file.path)
+    except DicomError:  # its text may quote values: say only what is wrong
+        raise BadRequestError(f"{file.name}: not a readable DICOM file") from None
+    try:
+        check_complete(ds, file.path)
+    except DicomError as error:  # names a tag, never a value
+        raise BadRequestError(f"{file.name}: {error.problem}") from None
+    if header.is_dicomdir:
         return None
-    sop = str(ds.get("SOPInstanceUID", "") or ds.file_meta.get("MediaStorageSOPInstanceUID", ""))
-    study = str(ds.get("StudyInstanceUID", "") or "") or stand_in_uid("study", ds, _STUDY_KEYS)
-    series = str(ds.get("SeriesInstanceUID", "") or "") or stand_in_uid(
-        "series", ds, (study, *_SERIES_KEYS)
-    )
     for label, value in (
-        ("SOP Instance", sop),
-        ("Study Instance", study),
-        ("Series Instance", series),
+        ("SOP Instance", header.sop_instance_uid),
+        ("Study Instance", header.study_uid),
+        ("Series Instance", header.series_uid),
     ):
         if not is_uid(value):
             problem = "lacks a" if not value else "has an invalid"
             raise BadRequestError(f"{file.name}: DICOM file {problem} {label} UID")
-    return _dicom_object(file, ds, sop_class, sop, series, study)
+    return _dicom_object(file, header)
 
 
-def stand_in_uid(kind: str, ds: Dataset, keys: tuple[str, ...]) -> str:
-    """A stable ``2.25.`` UID for objects whose study or series UID is empty.
-
-    It hashes the attributes that identify the study (patient, date, time, accession) or
-    the series (its study, frame of reference, modality, number, description, date, time),
-    so the same objects always land in the same study and series.
-    """
-    values = [key if key[:1].isdigit() else str(ds.get(key, "") or "") for key in keys]
-    digest = hashlib.sha256("|".join([kind, *values]).encode("utf-8")).digest()
-    return "2.25." + str(int.from_bytes(digest[:16], "big"))
-
-
-def _cut_short(ds: Dataset) -> bool:
-    """True if an element of defined length holds fewer bytes than it says (file cut off)."""
-    for tag in list(ds.keys()):  # keys, not elements: keep them raw
-        raw = ds.get_item(tag)
-        if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
-            continue
-        if raw.value is not None and len(raw.value) < raw.length:
-            return True
-    return False
-
-
-def _dicom_object(
-    file: ReceivedFile, ds: Dataset, sop_class: str, sop: str, series: str, study: str
-) -> DicomObject:
-    modality = str(ds.get("Modality", "") or "")
-    image_class = bool(sop_class) and not sop_class.startswith(NON_IMAGE_SOP_PREFIXES)
-    is_image = ("Rows" in ds or image_class) and modality not in NON_IMAGE_MODALITIES
-    if is_image and not any(k in ds for k in _PIXELS):
-        raise BadRequestError(f"{file.name}: truncated DICOM file (image without pixel data)")
+def _dicom_object(file: ReceivedFile, header: DicomHeader) -> DicomObject:
     return DicomObject(
         name=file.name,
         path=file.path,
-        sop_uid=sop,
-        series_uid=series,
-        study_uid=study,
-        modality=modality[:16],
-        description=str(ds.get("SeriesDescription", "") or "")[:256],
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        is_image=is_image,
-        identified=str(ds.get("PatientIdentityRemoved", "") or "").upper() != "YES",
+        sop_uid=header.sop_instance_uid,
+        series_uid=header.series_uid,
+        study_uid=header.study_uid,
+        modality=header.modality[:16],
+        description=header.series_description[:256],
+        rows=header.rows,
+        columns=header.columns,
+        is_image=header.is_image,
+        identified=not header.identity_removed,
     )
 
 
@@ -250,4 +203,4 @@ def content_uid(path: Path) -> str:
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    return "2.25." + str(int.from_bytes(digest.digest()[:16], "big"))
+    return uid_from_digest(digest.digest())
