@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hl7
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from medverse.icu.hl7_oru import AckCode, Hl7Error, parse_message, read_oru
+from medverse.icu.hl7_oru import AckCode, Hl7Error, ack_for, is_plain, parse_message, read_oru
 from medverse.icu.monitor import Monitor
 from medverse.icu.parameters import Acvpu, Parameter
 from medverse.icu.store import ObservationStore, sqlite_url
@@ -72,3 +75,60 @@ def test_store_on_postgresql(postgres_url: str) -> None:
     store = ObservationStore.open(postgres_url)
     _check_store(store)
     store.dispose()
+
+
+obx_lines = st.lists(
+    st.tuples(
+        st.sampled_from(["9279-1^RR^LN", "59408-5^SpO2^LN", "150456^MDC_PULS_OXIM_SAT_O2^MDC",
+                         "8867-4^HR^LN", "8310-5^T^LN", "80288-4^ACVPU^LN", "1234-5^Other^LN",
+                         "8480-6", ""]),
+        st.sampled_from(["97", "12.5", "abc", "", "A", "v", "-3", "1e3", "nan"]),
+        st.sampled_from(["%", "/min", "Cel", "[degF]", "mm[Hg]", "", "kPa", "%^percent^UCUM"]),
+        st.sampled_from(["F", "X", "", "C"]),
+        st.sampled_from(["", "20261203120000", "202612031201+0100", "2026"]),
+    ),
+    max_size=6,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    obx=obx_lines,
+    location=st.sampled_from(["ICU1^^BED01", "ICU1", "^^BED02", "W2^R1^B3^FAC", ""]),
+    kind=st.sampled_from(["ORU^R01^ORU_R01", "ORU^R01", "ADT^A01", ""]),
+    control=st.sampled_from(["C1", "", "X^Y"]),
+)
+def test_plain_split_reads_exactly_what_python_hl7_reads(
+    obx: list[tuple[str, str, str, str, str]], location: str, kind: str, control: str
+) -> None:
+    lines = [f"MSH|^~\\&|MON|ICU|MV|HOSP|20261203120000||{kind}|{control}|P|2.6",
+             "PID|1||PAT9^^^H^MR", f"PV1|1|I|{location}"]  # fmt: skip
+    lines += [f"OBX|{i}|NM|{c}||{v}|{u}|||||{s}|||{t}" for i, (c, v, u, s, t) in enumerate(obx)]
+    text = "\r".join(lines)
+
+    def outcome(use_library: bool) -> object:
+        message = parse_message(text, use_library=use_library)
+        try:
+            return read_oru(message)
+        except Hl7Error as error:
+            return (error.code, error.problem)
+
+    assert outcome(False) == outcome(True)
+
+
+def test_ack_is_laid_out_as_python_hl7_creates_it() -> None:
+    text = oru("A1")
+    ours = ack_for(parse_message(text), AckCode.ACCEPT).split("\r")
+    library = str(hl7.parse(text.strip("\r")).create_ack()).split("\r")
+    drop_time_and_id = [6, 9]
+    assert [f for i, f in enumerate(ours[0].split("|")) if i not in drop_time_and_id] == [
+        f for i, f in enumerate(library[0].split("|")) if i not in drop_time_and_id
+    ]
+    assert ours[1] == library[1] == "MSA|AA|A1"
+
+
+def test_escapes_and_repetitions_go_through_python_hl7() -> None:
+    assert is_plain(oru("P1"))
+    text = oru("P2").replace("PAT001^^^HOSP^MR", "PAT001~PAT002").replace("DOE^JANE", "O\\T\\B")
+    assert not is_plain(text)
+    assert read_oru(parse_message(text)).values == read_oru(parse_message(oru("P2"))).values

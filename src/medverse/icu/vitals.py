@@ -48,26 +48,27 @@ class VitalSet:
 
 
 def parse_hl7_time(text: str, what: str) -> float:
-    """An HL7 v2 DTM (``YYYYMMDDHHMM[SS[.S+]][+/-ZZZZ]``) as epoch seconds (UTC without zone).
+    """An HL7 v2 DTM (``YYYYMMDD[HH[MM[SS[.S+]]]][+/-ZZZZ]``) as epoch seconds (UTC without zone).
 
     Raises:
         InputError: Naming ``what`` if the text is not such a time.
     """
-    body, zone = text.strip(), ""
+    body, zone = text.strip(), 0
     for sign in "+-":
-        if sign in body[8:]:
-            index = body.rindex(sign)
-            body, zone = body[:index], body[index:]
+        index = body.find(sign, 8)
+        if index > 0:
+            body, offset = body[:index], body[index + 1 :]
+            if len(offset) != 4 or not offset.isdigit():
+                raise InputError(f"{what} has a bad time zone offset: {text!r}")
+            zone = (1 if sign == "+" else -1) * (int(offset[:2]) * 3600 + int(offset[2:]) * 60)
     whole, _, fraction = body.partition(".")
-    formats = {8: "%Y%m%d", 10: "%Y%m%d%H", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+    if len(whole) not in (8, 10, 12, 14) or not whole.isdigit() or not (fraction or "0").isdigit():
+        raise InputError(f"{what} is not an HL7 time (YYYYMMDDHHMM[SS]): {text!r}")
+    parts = [int(whole[i : i + 2]) for i in range(4, len(whole), 2)] + [0, 0, 0]
     try:
-        stamp = datetime.strptime(whole, formats[len(whole)]).replace(tzinfo=UTC)
-        offset = (
-            0
-            if not zone
-            else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60)
+        stamp = datetime(
+            int(whole[:4]), parts[0], parts[1], parts[2], parts[3], parts[4], tzinfo=UTC
         )
-        seconds = float(f"0.{fraction}") if fraction else 0.0
-    except (KeyError, ValueError) as error:
-        raise InputError(f"{what} is not an HL7 time (YYYYMMDDHHMM[SS]): {text!r}") from error
-    return stamp.timestamp() + seconds - offset
+    except ValueError as error:
+        raise InputError(f"{what} is not a valid date and time: {text!r}") from error
+    return stamp.timestamp() + (float(f"0.{fraction}") if fraction else 0.0) - zone
