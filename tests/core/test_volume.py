@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from medverse.core.volume import LabelMap, Volume
+from medverse.core.volume import DicomSource, LabelMap, Volume
 
 
 def test_spacing_and_voxel_volume_follow_the_affine() -> None:
@@ -28,3 +30,24 @@ def test_labelmap_refuses_float_arrays_and_lists_present_labels() -> None:
 def test_volume_rejects_non_3d_arrays() -> None:
     with pytest.raises(ValueError, match="3D"):
         Volume(np.zeros((2, 2)), np.eye(4))
+
+
+def _source(n: int, files: int) -> DicomSource:
+    return DicomSource(
+        series_instance_uid="1.2.3",
+        study_instance_uid="1.2",
+        frame_of_reference_uid="1.2.4",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        sop_instance_uids=tuple(f"1.2.3.{k}" for k in range(n)),
+        files=tuple(Path(f"/data/{k}.dcm") for k in range(files)),
+        modality="CT",
+    )
+
+
+def test_dicom_source_is_typed_and_travels_with_the_grid() -> None:
+    volume = Volume(np.zeros((2, 2, 3)), np.eye(4), {"source": "/data"}, dicom=_source(3, 3))
+    assert volume.modality == "CT" and Volume(np.zeros((2, 2, 2)), np.eye(4)).modality == ""
+    labels = LabelMap.from_volume(volume.with_array(np.zeros((2, 2, 3), np.uint8)), {1: "a"})
+    assert labels.dicom == volume.dicom and labels.meta == {"source": "/data"}
+    with pytest.raises(ValueError, match="one file per SOP instance"):
+        _source(3, 2)

@@ -57,7 +57,7 @@ def _fails_cleanly(
     [
         (HIPPO_CROP, 0.6, "pixel data is truncated or corrupt"),  # uncompressed, cut in pixels
         (CT_SERIES, 0.6, "has no pixel data"),  # JPEG 2000, cut inside the encapsulated frame
-        (CT_3SLICE, 900, "header is incomplete"),  # cut inside the header
+        (CT_3SLICE, 900, "truncated DICOM file (ends inside element"),  # cut in the header
     ],
     ids=["uncompressed_mr", "jpeg2000_ct", "header"],
 )

@@ -35,9 +35,11 @@ def _series(folder: str, description: str) -> SeriesInfo:
 
 
 def test_the_list_above_is_every_image_series_in_the_shared_data() -> None:
+    # dicom_vendor_samples (4D, mosaic, vendor quirks) is issue 13's; test_dicom_header reads it.
     found = {
         (folder.name, s.description)
         for folder in sorted(SHARED_DATA.glob("dicom_*"))
+        if folder.name != "dicom_vendor_samples"
         for s in scan_folder(folder)
         if s.is_image
     }

@@ -177,14 +177,19 @@ def check_complete(ds: Dataset, path: Path) -> None:
     """
     if len(ds) == 0:
         raise DicomError("truncated DICOM file (no data set after the file meta)", path)
+    _check_elements_whole(ds, path)
+    if _must_hold_pixels(ds) and not any(k in ds for k in PIXEL_KEYWORDS):
+        raise DicomError("truncated DICOM file (image without pixel data)", path)
+
+
+def _check_elements_whole(ds: Dataset, path: Path) -> None:
+    """Refuse an element of defined length that holds fewer bytes than it says (file cut)."""
     for tag in list(ds.keys()):  # keys, not elements: keep them raw
         raw = ds.get_item(tag)
         if not isinstance(raw, RawDataElement) or raw.length == _UNDEFINED_LENGTH:
             continue
         if raw.value is not None and len(raw.value) < raw.length:
             raise DicomError(f"truncated DICOM file (ends inside element {tag})", path)
-    if _must_hold_pixels(ds) and not any(k in ds for k in PIXEL_KEYWORDS):
-        raise DicomError("truncated DICOM file (image without pixel data)", path)
 
 
 def _must_hold_pixels(ds: Dataset) -> bool:
@@ -200,9 +205,11 @@ def read_header(path: Path) -> DicomHeader:
 
     Raises:
         NotDicomError: If the file is not DICOM.
-        DicomError: If the header is unreadable or damaged.
+        DicomError: If the header is unreadable, damaged or cut short.
     """
-    return header_of(read_dataset(path, pixels=False), path)
+    ds = read_dataset(path, pixels=False)
+    _check_elements_whole(ds, path)
+    return header_of(ds, path)
 
 
 def header_of(ds: Dataset, path: Path) -> DicomHeader:
