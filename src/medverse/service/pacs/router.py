@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from medverse.service.audit.store import AuditLog, Outcome
 from medverse.service.auth.security import Principal, require_role
 from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
 from medverse.service.errors import ConflictError
@@ -16,9 +15,8 @@ from medverse.service.pacs.dicomweb import PacsError, client_from_settings
 from medverse.service.pacs.importer import import_study, read_header
 from medverse.service.pacs.schemas import PacsImportCreate, PacsPushPublic
 from medverse.service.schemas import ID_PATTERN, ErrorPublic
-from medverse.service.studies.ingest import IngestResult
 from medverse.service.studies.schemas import StudyUploadPublic
-from medverse.service.studies.store import load_study, public_studies
+from medverse.service.studies.store import load_study, upload_public
 from medverse.service.tables import JobState, Role
 
 router = APIRouter(prefix="/api", tags=["pacs"])
@@ -59,7 +57,7 @@ def import_from_pacs(
             f"from the PACS: added {result.added}, already present {result.already_present}"
         )
     response.status_code = 201 if result.added else 200
-    return _upload_public(services, principal, audit, result)
+    return upload_public(services.db, principal, audit, result)
 
 
 @router.post(
@@ -118,18 +116,3 @@ def _pushable_seg(services: Services, principal: Principal, job_id: str) -> File
             "found); nothing to push"
         )
     return seg
-
-
-def _upload_public(
-    services: Services, principal: Principal, audit: AuditLog, result: IngestResult
-) -> StudyUploadPublic:
-    if result.deidentified_study_id:
-        copy = f"study/{result.deidentified_study_id}"
-        audit.record("study.deidentify", copy, Outcome.OK, f"copy of study/{result.study_id}")
-    with services.db.reading() as session:
-        public = public_studies(session, [load_study(session, result.study_id)], principal)[0]
-    return StudyUploadPublic(
-        **public.model_dump(),
-        instances_added=result.added,
-        instances_already_present=result.already_present,
-    )

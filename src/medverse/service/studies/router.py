@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from medverse.service.audit.store import AuditLog, Outcome
+from medverse.service.audit.store import AuditLog
 from medverse.service.auth.security import Principal, require_role
 from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
 from medverse.service.schemas import ID_PATTERN, ErrorPublic
@@ -19,6 +19,7 @@ from medverse.service.studies.store import (
     list_studies,
     load_study,
     public_studies,
+    upload_public,
 )
 from medverse.service.studies.uploads import ReceivedFile, receive_files
 from medverse.service.tables import Role
@@ -98,17 +99,7 @@ def _ingest(
         result = services.ingestor.ingest_files(files, staging, uploaded_by=principal.name)
         entry.resource = f"study/{result.study_id}"
         entry.detail = f"added {result.added}, already present {result.already_present}"
-    if result.deidentified_study_id:
-        copy = f"study/{result.deidentified_study_id}"
-        audit.record("study.deidentify", copy, Outcome.OK, f"copy of study/{result.study_id}")
-    with services.db.reading() as session:
-        study = load_study(session, result.study_id)
-        public = public_studies(session, [study], principal)[0]
-    return StudyUploadPublic(
-        **public.model_dump(),
-        instances_added=result.added,
-        instances_already_present=result.already_present,
-    )
+    return upload_public(services.db, principal, audit, result)
 
 
 @router.get("", response_model=list[StudyPublic], responses=_ERRORS, summary="List studies")

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from medverse.service.audit.store import AuditLog, Outcome
 from medverse.service.auth.security import Principal
 from medverse.service.db import Database
 from medverse.service.errors import BadRequestError, ForbiddenError, NotFoundError
 from medverse.service.storage import Storage
-from medverse.service.studies.schemas import SeriesPublic, StudyPublic
+from medverse.service.studies.ingest import IngestResult
+from medverse.service.studies.schemas import SeriesPublic, StudyPublic, StudyUploadPublic
 from medverse.service.tables import Instance, Job, Series, Study, StudyKind
 
 
@@ -88,6 +90,29 @@ def public_studies(
         ).all()
     )
     return [_public(s, counts, copies, principal) for s in studies]
+
+
+def upload_public(
+    db: Database, principal: Principal, audit: AuditLog, result: IngestResult
+) -> StudyUploadPublic:
+    """The answer to an upload or a PACS import; a de-identified copy it made is audited.
+
+    Args:
+        db: The service database.
+        principal: Who stored the files (what they may see of the study is shown).
+        audit: The request's audit log.
+        result: What the ingest stored.
+    """
+    if result.deidentified_study_id:
+        copy = f"study/{result.deidentified_study_id}"
+        audit.record("study.deidentify", copy, Outcome.OK, f"copy of study/{result.study_id}")
+    with db.reading() as session:
+        public = public_studies(session, [load_study(session, result.study_id)], principal)[0]
+    return StudyUploadPublic(
+        **public.model_dump(),
+        instances_added=result.added,
+        instances_already_present=result.already_present,
+    )
 
 
 def _public(
