@@ -10,6 +10,20 @@ from enum import StrEnum
 from medverse.core.errors import ConfigError, InputError
 
 
+class FeatureValueError(InputError):
+    """One feature's value cannot be used; the message starts with the feature's name.
+
+    Args:
+        field: The feature's name.
+        problem: What is wrong with the value.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.reason = problem
+        super().__init__(f"{field}: {problem}")
+
+
 class FeatureKind(StrEnum):
     """How a feature's values are read."""
 
@@ -47,7 +61,7 @@ class Feature:
         """Return ``value`` as a float (NaN when missing) or raise naming this feature.
 
         Raises:
-            InputError: If the value is outside ``[low, high]`` or not an allowed code.
+            FeatureValueError: If the value is outside ``[low, high]`` or not an allowed code.
         """
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return math.nan
@@ -56,12 +70,14 @@ class Feature:
             return math.nan
         if not self.low <= number <= self.high:
             unit = f" {self.unit}" if self.unit else ""
-            raise InputError(
-                f"{self.name}: {number:g}{unit} is outside the valid range "
-                f"{self.low:g}-{self.high:g}{unit}"
+            raise FeatureValueError(
+                self.name,
+                f"{number:g}{unit} is outside the valid range {self.low:g}-{self.high:g}{unit}",
             )
         if self.levels and number not in self.levels:
-            raise InputError(f"{self.name}: {number:g} is not one of the codes {list(self.levels)}")
+            raise FeatureValueError(
+                self.name, f"{number:g} is not one of the codes {list(self.levels)}"
+            )
         return number
 
 
@@ -123,11 +139,11 @@ class TaskSchema:
         """Validate one patient's values and return them in column order (NaN = missing).
 
         Raises:
-            InputError: Naming the first unknown field or out-of-range value.
+            FeatureValueError: Naming the first unknown field or out-of-range value.
         """
         unknown = sorted(set(record) - set(self.names))
         if unknown:
-            raise InputError(f"{unknown[0]}: not a feature of {self.name}")
+            raise FeatureValueError(unknown[0], f"not a feature of {self.name}")
         return [f.check(record.get(f.name)) for f in self.features]
 
 

@@ -17,6 +17,7 @@ from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
 from medverse.service.audit import router as audit_router
 from medverse.service.auth import router as auth_router
+from medverse.service.decision import router as decision_router
 from medverse.service.db import Database, database_url
 from medverse.service.deps import Services
 from medverse.service.errors import install_error_handlers
@@ -50,6 +51,7 @@ ROUTERS = (
     results_router,
     models_router,
     pacs_router,
+    decision_router,
     auth_router,
     audit_router,
     health_router,

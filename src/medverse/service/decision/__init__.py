@@ -1,0 +1,1 @@
+"""Decision support over HTTP: model cards and explained, calibrated predictions (audited)."""
