@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,11 +106,19 @@ def listen(
     """
     runtime = open_runtime(store_url)
     try:
-        asyncio.run(
-            serve_mllp(runtime, host, port, ListenerConfig(read_timeout=read_timeout), on_ready)
-        )
+        _run(serve_mllp(runtime, host, port, ListenerConfig(read_timeout=read_timeout), on_ready))
     finally:
         runtime.store.dispose()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it comes with the service extra), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 @dataclass

@@ -17,6 +17,9 @@ from medverse.icu.store import ScoredVitals
 from medverse.icu.trends import TrendTracker
 from medverse.icu.vitals import VitalSet
 
+_COMPLETENESS = tuple(c.value for c in COMPLETENESS)
+_RISKS = tuple(r.value for r in RISKS)
+
 
 @dataclass(frozen=True)
 class MonitorConfig:
@@ -98,10 +101,11 @@ class Monitor:
 
     def _round(self, items: Sequence[VitalSet], received_at: float) -> list[ScoredVitals]:
         rows = np.fromiter((self.row_of(v.bed_id) for v in items), np.intp, len(items))
+        columns = COLUMN
         values = np.full((len(items), len(PARAMETERS)), np.nan)
         for i, vitals in enumerate(items):
             for parameter, value in vitals.values.items():
-                values[i, COLUMN[parameter]] = value
+                values[i, columns[parameter]] = value
         times = np.fromiter((v.observed_at for v in items), np.float64, len(items))
         _, reasons = self.checker.check(self.quality, rows, values, times)
         scores = score_batch(
@@ -119,17 +123,22 @@ class Monitor:
         suppressed: list[list[tuple[Parameter, str]]] = [[] for _ in items]
         for (item, column), reason in reasons.items():
             suppressed[item].append((PARAMETERS[column], reason))
+        # plain Python lists: indexing numpy scalars item by item costs more than the scoring
+        totals, floors = scores.total.tolist(), scores.minimum_total.tolist()
+        status = [_COMPLETENESS[c] for c in scores.completeness.tolist()]
+        risks = [_RISKS[r] if r >= 0 else None for r in scores.risk.tolist()]
+        learned_scores = [None if v != v else v for v in learned.tolist()]  # NaN -> None
         return [
             ScoredVitals(
-                vitals=vitals,
-                received_at=received_at,
-                total=int(scores.total[i]) if scores.total[i] >= 0 else None,
-                minimum=int(scores.minimum_total[i]),
-                completeness=COMPLETENESS[scores.completeness[i]].value,
-                risk=RISKS[scores.risk[i]].value if scores.risk[i] >= 0 else None,
-                suppressed=tuple(suppressed[i]),
-                flags=tuple(flags[i]),
-                learned=float(learned[i]) if np.isfinite(learned[i]) else None,
+                vitals,
+                received_at,
+                totals[i] if totals[i] >= 0 else None,
+                floors[i],
+                status[i],
+                risks[i],
+                learned_scores[i],
+                tuple(suppressed[i]),
+                tuple(flags[i]),
             )
             for i, vitals in enumerate(items)
         ]
@@ -138,9 +147,12 @@ class Monitor:
         self, items: Sequence[VitalSet], scores: BatchScores, flags: list[list[str]],
         times: NDArray[np.float64],
     ) -> None:  # fmt: skip
+        open_beds = self.alerts.open
         for i, vitals in enumerate(items):
             floor, three = int(scores.minimum_total[i]), bool(scores.any_three[i])
             level = level_for(floor, three, flags[i])
+            if level is None and vitals.bed_id not in open_beds:
+                continue  # the common case: nothing to open, raise or resolve
             status = COMPLETENESS[scores.completeness[i]].value
             reason = f"NEWS2 {'at least ' if scores.total[i] < 0 else ''}{floor} ({status})"
             if three:

@@ -40,11 +40,10 @@ class VitalSet:
     values: dict[Parameter, float]
     source: Source
     patient_id: str | None = field(default=None, repr=False)
+    bed_id: str = field(init=False, repr=False, compare=False)  # ``ward/bed``
 
-    @property
-    def bed_id(self) -> str:
-        """``ward/bed``: the bed's identifier across the system."""
-        return f"{self.ward}/{self.bed}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bed_id", f"{self.ward}/{self.bed}")
 
 
 def parse_hl7_time(text: str, what: str) -> float:
