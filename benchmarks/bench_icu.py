@@ -9,8 +9,10 @@ which the listener sends only after the observation is scored and committed, so 
 upper bound of message-to-score time and a late listener cannot hide behind a slow sender.
 
 For each bed count in the ramp it reports achieved messages/s, p50/p99 latency and the
-listener's CPU use (from /proc); the largest count sustained (>= 98 % of the offered rate,
-p99 < 50 ms) divided by the listener's cores in use gives ``beds_per_core_at_1hz``.
+listener's CPU use (from /proc). The largest count the listener kept up with (>= 98 % of the
+offered rate) divided by the cores the listener used at that count gives
+``beds_per_core_at_1hz``; ``p99_message_to_score_ms`` is the p99 at that count (the target is
+under 50 ms). On a shared machine the run-queue wait of every process lands in the latency.
 
 Baseline: a plain python-hl7 receiver (``hl7.mllp.start_hl7_server``: parse + create_ack, no
 storage, no scoring) against our listener (parse, score, store, then ACK), both driven closed
@@ -201,14 +203,15 @@ def ramp(port: int, pid: int, counts: list[int], seconds: int) -> list[dict[str,
         cpu0, wall0 = cpu_seconds(pid), time.monotonic()
         step = asyncio.run(offered_load(port, beds, seconds, f"r{beds}"))
         step["listener_cores"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
-        step["sustained"] = bool(
-            step["achieved_per_s"] >= 0.98 * beds and step["p99_ms"] < P99_LIMIT_MS
-        )
+        step["sustained"] = bool(step["achieved_per_s"] >= 0.98 * beds)
+        step["p99_within_limit"] = bool(step["p99_ms"] < P99_LIMIT_MS)
         steps.append(step)
         print(
             f"{beds:6d} beds at 1 Hz: {step['achieved_per_s']:8.0f} msg/s, "
             f"p50 {step['p50_ms']:6.1f} ms, p99 {step['p99_ms']:7.1f} ms, listener "
-            f"{step['listener_cores']:.2f} cores, {'sustained' if step['sustained'] else 'NOT'}",
+            f"{step['listener_cores']:.2f} cores, "
+            f"{'kept up' if step['sustained'] else 'fell behind'}, p99 "
+            f"{'<' if step['p99_within_limit'] else '>='} {P99_LIMIT_MS:.0f} ms",
             flush=True,
         )
         if not step["sustained"]:
@@ -221,6 +224,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short ramp (under 5 minutes)")
     parser.add_argument("--beds", type=int, nargs="+", help="bed counts to ramp through")
     parser.add_argument("--seconds", type=int, help="seconds per ramp step")
+    parser.add_argument(
+        "--store-dir",
+        type=Path,
+        help="folder for the SQLite store (default: a temp folder); "
+        "/dev/shm takes the disk's fsync time out of the measurement",
+    )
     args = parser.parse_args()
     counts = args.beds or ([250, 500, 1000, 2000, 4000] if args.quick else
                            [500, 1000, 2000, 4000, 6000, 8000, 10000, 12000])  # fmt: skip
@@ -230,7 +239,7 @@ def main() -> None:
     print(f"load average before the run: {os.getloadavg()[0]:.1f} (machine shared)")
     print(f"CPU {info['cpu']} ({info['cores']} cores, ISA {info['isa']}, bf16={info['bf16']}); "
           "listener: 1 process, event loop + 1 SQLite writer thread; float64 scores")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench-icu-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-icu-", dir=args.store_dir) as folder:
         listener, port = start_listener(Path(folder) / "icu.db")
         try:
             steps = ramp(port, listener.pid, counts, seconds)
@@ -252,6 +261,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "device": "cpu", **info,
         "load_average_at_start": os.getloadavg()[0], "quick": args.quick,
+        "store_dir": str(args.store_dir or tempfile.gettempdir()),
         "seconds_per_step": seconds, "beds_per_connection": BEDS_PER_CONNECTION, "steps": steps,
         "closed_loop_msgs_per_s": {"medverse": ours, "python_hl7_baseline": baseline},
         "ratio_vs_python_hl7": ours / baseline,
