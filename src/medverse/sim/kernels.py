@@ -135,6 +135,7 @@ def implicit_rhs(
     i = wp.tid()
     if fixed[i] != 0:
         rhs[i] = wp.vec3d()
+        k_vel[i] = wp.vec3d()
         return
     h = coeffs[0]
     m = mass[i]
@@ -142,6 +143,7 @@ def implicit_rhs(
     f = forces[i] + m * gravity + ks * (spring_target[i] - pos[i])
     damp_v = (h * h + h * coeffs[2]) * k_vel[i] + (h * coeffs[1] * m + h * h * ks) * vel[i]
     rhs[i] = h * f - damp_v
+    k_vel[i] = wp.vec3d()  # ready for the next accumulation
 
 
 @wp.kernel
@@ -162,6 +164,7 @@ def system_product(
     i = wp.tid()
     if fixed[i] != 0:
         out[i] = wp.vec3d()
+        k_p[i] = wp.vec3d()
         return
     h = coeffs[0]
     a_mass = (wp.float64(1.0) + h * coeffs[1]) * mass[i]
@@ -172,6 +175,7 @@ def system_product(
         a_stiff = wp.float64(1.0)
         a_spring = spring_k[i]
     ap = a_mass * p[i] + a_stiff * k_p[i] + a_spring * p[i]
+    k_p[i] = wp.vec3d()  # ready for the next accumulation
     out[i] = ap
     wp.atomic_add(scalars, 1, wp.dot(p[i], ap))
 

@@ -53,8 +53,11 @@ class OrganMesh:
     report: MeshQuality
 
 
-def read_result_labels(result_dir: Path) -> LabelMap:
-    """Read ``labels.nii.gz`` of a segmentation result with names from its report (or registry).
+def read_result_labels(result_dir: Path) -> tuple[LabelMap, list[str]]:
+    """Read a segmentation result's ``labels.nii.gz`` with names from its report (or registry).
+
+    Returns:
+        The label map, and the names the report lists as absent (known to the model, no voxels).
 
     Raises:
         InputError: If the folder or its label map is missing or unreadable.
@@ -65,14 +68,21 @@ def read_result_labels(result_dir: Path) -> LabelMap:
             f"no {LABELS_NAME} here; give a `medverse segment` output folder", result_dir
         )
     report_path = result_dir / REPORT_NAME
+    absent: list[str] = []
     if report_path.is_file():
-        names = {s.value: s.name for s in read_report(report_path).structures}
+        report = read_report(report_path)
+        names = {s.value: s.name for s in report.structures}
+        absent = list(report.absent)
     else:
         names = {v: info.name for v, info in label_map(DEFAULT_LABEL_MAP).items()}
-    return read_nifti_labels(labels_path, names)
+    return read_nifti_labels(labels_path, names), absent
 
 
-def _value_of(labels: LabelMap, structure: str, path: Path) -> int:
+def _value_of(labels: LabelMap, structure: str, absent: list[str], path: Path) -> int:
+    if structure in absent:
+        raise InputError(
+            f"structure {structure!r} is empty: the segmentation found no voxels", path
+        )
     for value, name in labels.labels.items():
         if name == structure:
             return int(value)
@@ -110,8 +120,8 @@ def mesh_structure(
     """
     result_dir, out_dir = Path(result_dir), Path(out_dir)
     options = options or MeshOptions()
-    labels = read_result_labels(result_dir)
-    value = _value_of(labels, structure, result_dir / LABELS_NAME)
+    labels, absent = read_result_labels(result_dir)
+    value = _value_of(labels, structure, absent, result_dir / LABELS_NAME)
     material = material or material_for(tissue_for_structure(structure))
     surface = structure_surface(labels, value, options.decimate)
     tets = tetrahedralize(

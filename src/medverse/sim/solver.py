@@ -13,6 +13,7 @@ in energy norm, so a fixed iteration budget keeps the step stable, just more dam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ class SolverSettings:
     gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)
     mass_damping: float = 2.0
     stiffness_damping: float = 0.01
-    cg_iterations: int = 20
+    cg_iterations: int = 10
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -124,6 +125,8 @@ class TissueSolver:
         self.energy = wp.zeros(1, dtype=f64, device=self.device)
         self.scalars = wp.zeros(_N_SCALARS, dtype=f64, device=self.device)
         self.inv_diag = wp.zeros(n, dtype=f64, device=self.device)
+        self.mass = wp.zeros(n, dtype=f64, device=self.device)
+        self._commands: dict[str, wp.Launch] = {}
         self.jacobian = wp.zeros(m, dtype=f64, device=self.device)
         # trace/3 of each node's diagonal stiffness block: rotation-invariant, so the Jacobi
         # preconditioner needs no update while the body rotates
@@ -157,7 +160,7 @@ class TissueSolver:
         self.kdiag_np = kdiag
         orphan = self.mass_np == 0
         self.fixed[orphan] = 1
-        self.mass = self._array(self.mass_np, wp.float64)
+        self.mass.assign(self._array(self.mass_np, wp.float64))
         self.fixed_d.assign(self._array(self.fixed, wp.int32))
         self.active_d.assign(self._array(self.active, wp.int32))
         self._diag_mode: tuple[float, bool] | None = None
@@ -210,8 +213,20 @@ class TissueSolver:
         self._diag_mode = None
 
     # -- mechanics -------------------------------------------------------------------------
-    def _launch(self, kernel: object, dim: int, inputs: list[object]) -> None:
+    def _launch(self, kernel: object, dim: int, inputs: Sequence[object]) -> None:
         wp.launch(kernel, dim=dim, inputs=inputs, device=self.device)
+
+    def _run(self, name: str, kernel: object, dim: int, inputs: Sequence[object]) -> None:
+        """Launch through a recorded command: a fifth of a plain launch's Python overhead.
+
+        Recorded commands keep their arguments, so ``name`` must change whenever an argument
+        does; arrays are updated in place (``assign``) so their recorded pointers stay valid.
+        """
+        command = self._commands.get(name)
+        if command is None:
+            command = wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, record_cmd=True)
+            self._commands[name] = command
+        command.launch()  # recording does not run it
 
     def _tet_args(self) -> list[object]:
         return [self.tets, self.dm_inv, self.vol, self.mu, self.lam, self.active_d, self.rotation]
@@ -228,30 +243,29 @@ class TissueSolver:
         self.compute_forces()
         return float(self.energy.numpy()[0]), np.asarray(self.forces.numpy())
 
-    def _stiffness(self, vec: wp.array, out: wp.array) -> None:
-        out.zero_()
-        self._launch(k.stiffness_product, len(self.mesh.tets), [vec, *self._tet_args(), out])
+    def _stiffness(self, name: str, vec: wp.array, out: wp.array) -> None:
+        """Out += K vec (``out`` must be zero: the kernels that read it clear it again)."""
+        self._run(name, k.stiffness_product, len(self.mesh.tets), [vec, *self._tet_args(), out])
 
-    def _cg(self, coeffs: wp.vec4d, iterations: int, stop_rr: float = 0.0) -> int:
+    def _cg(
+        self, coeffs: wp.vec4d, iterations: int, stop_rr: float = 0.0, *, static: bool = False
+    ) -> int:
         """Solve A x = rhs into ``self.x``; stop early once r.r <= ``stop_rr`` (if given)."""
         n = self.n_nodes
+        mode = "static" if static else "dynamic"
         self.scalars.zero_()
-        self._launch(
-            k.cg_start, n, [self.rhs, self.inv_diag, self.x, self.r, self.z, self.p, self.scalars]
-        )
+        cg_vectors = [self.rhs, self.inv_diag, self.x, self.r, self.z, self.p, self.scalars]
+        self._run("cg_start", k.cg_start, n, cg_vectors)
         if stop_rr and self.scalars.numpy()[3] <= stop_rr:
             return 0
         sys_args = [self.mass, self.fixed_d, self.spring_k_d, coeffs, self.ap, self.scalars]
+        update_args = [self.inv_diag, self.p, self.ap, self.x, self.r, self.z, self.scalars]
         for it in range(1, iterations + 1):
-            self._stiffness(self.p, self.kp)
-            self._launch(k.system_product, n, [self.p, self.kp, *sys_args])
-            self._launch(
-                k.cg_update,
-                n,
-                [self.inv_diag, self.p, self.ap, self.x, self.r, self.z, self.scalars],
-            )
-            self._launch(k.cg_direction, n, [self.z, self.p, self.scalars])
-            self._launch(k.cg_roll, 1, [self.scalars])
+            self._stiffness("K_p", self.p, self.kp)
+            self._run(f"system_{mode}", k.system_product, n, [self.p, self.kp, *sys_args])
+            self._run("cg_update", k.cg_update, n, update_args)
+            self._run("cg_direction", k.cg_direction, n, [self.z, self.p, self.scalars])
+            self._run("cg_roll", k.cg_roll, 1, [self.scalars])
             if stop_rr and it % 25 == 0 and self.scalars.numpy()[5] <= stop_rr:
                 return it
         return iterations
@@ -260,12 +274,16 @@ class TissueSolver:
         """Advance one time step: forces, backward-Euler solve, integrate, tool contact."""
         s, n = self.settings, self.n_nodes
         self._set_diagonal(static=False)
-        self.compute_forces()
-        self._stiffness(self.vel, self.k_vel)
+        self.forces.zero_()
+        self.energy.zero_()
+        forces_args = [self.pos, *self._tet_args(), self.forces, self.energy]
+        self._run("forces", k.elastic_forces, len(self.mesh.tets), forces_args)
+        self._stiffness("K_vel", self.vel, self.k_vel)
         coeffs = wp.vec4d(s.dt, s.mass_damping, s.stiffness_damping, 0.0)
-        self._launch(k.implicit_rhs, n, [*self._rhs_args(), coeffs, self.rhs])
+        self._run("rhs_dynamic", k.implicit_rhs, n, [*self._rhs_args(), coeffs, self.rhs])
         self._cg(coeffs, s.cg_iterations)
-        self._launch(k.integrate, n, [self.pos, self.vel, self.x, self.fixed_d, s.dt, 0])
+        integrate_args = [self.pos, self.vel, self.x, self.fixed_d, s.dt, 0]
+        self._run("integrate_dynamic", k.integrate, n, integrate_args)
         if self._contact is not None:
             center, radius = self._contact
             self._launch(k.sphere_contact, n, [self.pos, self.vel, self.fixed_d, center, radius])
@@ -309,7 +327,7 @@ class TissueSolver:
             if not stop_rr:
                 b = self.rhs.numpy()
                 stop_rr = tolerance**2 * max(float(np.sum(b * b)), 1e-300)
-            done = self._cg(coeffs, max_cg, stop_rr)
+            done = self._cg(coeffs, max_cg, stop_rr, static=True)
             if done == 0:
                 break
             total += done
