@@ -80,6 +80,13 @@ alerts_table = Table(
     Column("resolved_at", Float),
 )
 
+ward_members_table = Table(
+    "icu_ward_members",
+    metadata,
+    Column("user", String(128), primary_key=True),
+    Column("ward", String(64), primary_key=True),
+)
+
 
 @dataclass(frozen=True)
 class ScoredVitals:
@@ -279,6 +286,40 @@ class ObservationStore:
 
         with self.engine.connect() as connection:
             return int(connection.scalar(select(func.max(alerts_table.c.id))) or 0)
+
+    def latest_by_bed(self, ward: str) -> list[dict[str, Any]]:
+        """The newest stored row of every bed of ``ward``."""
+        from sqlalchemy import func
+
+        newest = (
+            select(vitals_table.c.bed, func.max(vitals_table.c.id).label("id"))
+            .where(vitals_table.c.ward == ward)
+            .group_by(vitals_table.c.bed)
+            .subquery()
+        )
+        query = select(vitals_table).join(newest, vitals_table.c.id == newest.c.id)
+        with self.engine.connect() as connection:
+            rows = [
+                dict(r._mapping) for r in connection.execute(query.order_by(vitals_table.c.bed))
+            ]
+        return rows
+
+    def set_member(self, user: str, ward: str, member: bool = True) -> None:
+        """Give ``user`` access to ``ward`` (or take it away)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                ward_members_table.delete().where(
+                    ward_members_table.c.user == user, ward_members_table.c.ward == ward
+                )
+            )
+            if member:
+                connection.execute(ward_members_table.insert(), {"user": user, "ward": ward})
+
+    def wards_of(self, user: str) -> list[str]:
+        """The wards ``user`` may see."""
+        query = select(ward_members_table.c.ward).where(ward_members_table.c.user == user)
+        with self.engine.connect() as connection:
+            return sorted(connection.scalars(query))
 
     def dispose(self) -> None:
         """Close pooled connections."""

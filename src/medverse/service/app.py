@@ -22,6 +22,7 @@ from medverse.service.db import Database, database_url
 from medverse.service.deps import Services
 from medverse.service.errors import install_error_handlers
 from medverse.service.health import router as health_router
+from medverse.service.icu import router as icu_router
 from medverse.service.jobs import router as jobs_router
 from medverse.service.jobs.store import requeue_expired
 from medverse.service.jobs.worker import Worker, WorkerThread
@@ -52,6 +53,7 @@ ROUTERS = (
     models_router,
     pacs_router,
     decision_router,
+    icu_router,
     auth_router,
     audit_router,
     health_router,

@@ -1,0 +1,1 @@
+"""``/api/icu``: ICU wards, FHIR observations in, NEWS2 and alerts out, by ward membership."""

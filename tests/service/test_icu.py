@@ -1,0 +1,77 @@
+"""ICU routes: FHIR in (422 names the field), ward-scoped beds and alerts, audited acks."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sqlalchemy import select
+
+from medverse.service.tables import AuditEvent
+from tests.service.conftest import Api, add_token
+
+LOINC = "http://loinc.org"
+
+
+def observation(code: str, value: float, unit: str, ident: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation", "id": ident, "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "effectiveDateTime": "2026-12-03T12:00:00Z",
+        "valueQuantity": {"value": value, "code": unit},
+    }  # fmt: skip
+
+
+DETERIORATING = [("8867-4", 140, "/min"), ("9279-1", 28, "/min"), ("8480-6", 88, "mm[Hg]"),
+                 ("59408-5", 90, "%"), ("8310-5", 39.5, "Cel")]  # fmt: skip
+
+
+def audit_actions(api: Api) -> list[tuple[str, str, str, str]]:
+    with api.db.reading() as session:
+        rows = session.execute(select(AuditEvent).order_by(AuditEvent.id)).scalars()
+        return [(r.actor, r.action, r.resource, r.outcome) for r in rows if "icu" in r.action]
+
+
+def test_fhir_observation_is_stored_and_scored_and_bad_input_names_the_field(api: Api) -> None:
+    url = "/api/icu/wards/ICU1/beds/B1/observations"
+    first = api.client.post(url, json=observation("8867-4", 135, "/min", "o1"), headers=api.admin)
+    assert first.status_code == 201, first.text
+    assert first.json() | {"suppressed": []} == {
+        "stored": True, "news2_total": None, "news2_minimum": 3, "completeness": "incomplete",
+        "risk": None, "suppressed": [],
+    }  # fmt: skip
+    again = api.client.post(url, json=observation("8867-4", 135, "/min", "o1"), headers=api.admin)
+    assert again.json()["stored"] is False  # a resend is not stored twice
+    bad = copy.deepcopy(observation("8867-4", 135, "/min", "o2"))
+    bad["valueQuantity"]["value"] = "fast"
+    refused = api.client.post(url, json=bad, headers=api.admin)
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "valueQuantity", "value"]
+    unit = api.client.post(url, json=observation("8867-4", 1, "kPa", "o3"), headers=api.admin)
+    assert unit.status_code == 422 and "kPa" in unit.json()["detail"][0]["msg"]
+    beds = api.client.get("/api/icu/wards/ICU1/beds", headers=api.admin).json()
+    assert [(b["bed"], b["values"]["pulse"]) for b in beds] == [("B1", 135.0)]
+
+
+def test_clinician_sees_its_wards_only_and_acknowledging_is_audited(api: Api) -> None:
+    for index, (code, value, unit) in enumerate(DETERIORATING):
+        response = api.client.post(
+            "/api/icu/wards/ICU2/beds/B7/observations",
+            json=observation(code, value, unit, f"d{index}"), headers=api.admin,
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+    assert api.client.get("/api/icu/wards/ICU2/beds", headers=api.clinician).status_code == 403
+    assert api.client.get("/api/icu/alerts", headers=api.clinician).json() == []
+    assert api.client.get("/api/icu/alerts", headers=api.researcher).status_code == 403
+    member = api.client.put("/api/icu/wards/ICU2/members/clinician-1", headers=api.admin)
+    assert member.json() == {"user": "clinician-1", "wards": ["ICU2"]}
+    (alert,) = api.client.get("/api/icu/alerts", headers=api.clinician).json()
+    assert alert["bed_id"] == "ICU2/B7" and alert["level"] == "emergency"
+    other = add_token(api.db, api.settings, "clinician-2", "clinician")
+    denied = api.client.post(f"/api/icu/alerts/{alert['id']}/acknowledge", headers=other)
+    assert denied.status_code == 403
+    done = api.client.post(f"/api/icu/alerts/{alert['id']}/acknowledge", headers=api.clinician)
+    assert done.status_code == 200 and done.json()["acknowledged_by"] == "clinician-1"
+    resource = f"icu/alert/{alert['id']}"
+    assert ("clinician-2", "icu.alert.acknowledge", resource, "denied") in audit_actions(api)
+    assert ("clinician-1", "icu.alert.acknowledge", resource, "ok") in audit_actions(api)
