@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional
 
 from medverse.parallel.spatial.errors import UnsupportedLayerError
 from medverse.parallel.spatial.grid import ProcessGrid, gather_sizes
-from medverse.parallel.spatial.halo import halo_exchange
+from medverse.parallel.spatial.halo import AxisHalo, assemble, fetch, give_back
 from medverse.parallel.spatial.layout import (
     ConvGeometry,
     conv_need,
@@ -38,6 +41,71 @@ def _geometry(conv: nn.Conv3d | nn.ConvTranspose3d, name: str) -> list[ConvGeome
     ]
 
 
+@dataclass(frozen=True)
+class ConvCall:
+    """The non-tensor arguments of ``aten.convolution`` (split axes already unpadded)."""
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    transposed: bool
+    output_padding: tuple[int, ...]
+    groups: int
+
+
+class _HaloConv(torch.autograd.Function):
+    """Fetch halos, convolve the assembled slab, keep only the slab and its halos.
+
+    Backward re-assembles the input from the saved halos (no communication), computes the
+    convolution's gradients and sends each halo's input gradient back to its owner. The
+    assembled input is not saved: it would double the memory of every convolution input.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        halos: list[AxisHalo],
+        call: ConvCall,
+        grid: ProcessGrid,
+    ) -> torch.Tensor:
+        received: list[torch.Tensor] = []
+        full = x
+        for halo in halos:
+            from_left, from_right = fetch(full, halo, grid)
+            received += [from_left, from_right]
+            full = assemble(full, halo, from_left, from_right)
+        y = torch.ops.aten.convolution(
+            full, weight, bias, call.stride, call.padding, call.dilation,
+            call.transposed, call.output_padding, call.groups,
+        )  # fmt: skip
+        ctx.save_for_backward(x, weight, *received)
+        ctx.halos, ctx.call, ctx.grid, ctx.has_bias = halos, call, grid, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, *received = ctx.saved_tensors
+        call: ConvCall = ctx.call
+        shapes, full = [], x
+        for k, halo in enumerate(ctx.halos):
+            shapes.append(full.shape)
+            full = assemble(full, halo, received[2 * k], received[2 * k + 1])
+        out_channels = weight.shape[1] * call.groups if call.transposed else weight.shape[0]
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias]
+        g_in, g_weight, g_bias = torch.ops.aten.convolution_backward(
+            grad, full, weight, [out_channels] if ctx.has_bias else None, call.stride,
+            call.padding, call.dilation, call.transposed, call.output_padding, call.groups, mask,
+        )  # fmt: skip
+        del full
+        if g_in is not None:
+            for halo, shape in reversed(list(zip(ctx.halos, shapes, strict=True))):
+                g_in = give_back(g_in, halo, ctx.grid, shape)
+        return g_in, g_weight, g_bias if ctx.has_bias else None, None, None, None
+
+
 class _SplitConv(nn.Module):
     """Shared parts: the original's parameters (same objects, same names) and its geometry."""
 
@@ -53,15 +121,19 @@ class _SplitConv(nn.Module):
     def _what(self, dim: int) -> str:
         return f"layer {self.name!r}, axis {_AXIS_NAMES[dim]}"
 
-    def _kwargs(self, split_zero: str) -> dict[str, tuple[int, ...]]:
+    def _call(self, transposed: bool) -> ConvCall:
         split = set(self.grid.axes)
         g = self.geometry
-        return {
-            "stride": tuple(a.stride for a in g),
-            "dilation": tuple(a.dilation for a in g),
-            "padding": tuple(0 if j + 2 in split else a.padding for j, a in enumerate(g)),
-            split_zero: tuple(0 if j + 2 in split else a.output_padding for j, a in enumerate(g)),
-        }
+        return ConvCall(
+            stride=tuple(a.stride for a in g),
+            padding=tuple(0 if j + 2 in split else a.padding for j, a in enumerate(g)),
+            dilation=tuple(a.dilation for a in g),
+            transposed=transposed,
+            output_padding=tuple(
+                0 if j + 2 in split or not transposed else a.output_padding for j, a in enumerate(g)
+            ),
+            groups=self.groups,
+        )
 
 
 class SpatialConv3d(_SplitConv):
@@ -70,6 +142,7 @@ class SpatialConv3d(_SplitConv):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fetch the halos this rank's outputs read, then convolve without split-axis padding."""
         sizes = gather_sizes(x, self.grid, f"layer {self.name!r}")
+        halos = []
         for i, dim in enumerate(self.grid.axes):
             g = self.geometry[dim - 2]
             slabs = self.grid.line_bounds(sizes, i)
@@ -78,10 +151,11 @@ class SpatialConv3d(_SplitConv):
             require_outputs(outs, conv_out_size(size, g), self._what(dim))
             needs = [conv_need(o, g) for o in outs]
             plan = plan_axis(slabs, needs, size, self.grid.coords[i], self._what(dim))
-            x = halo_exchange(x, plan, dim, self.grid, i, self._what(dim))
-        kwargs = self._kwargs("output_padding")
-        kwargs.pop("output_padding")
-        return functional.conv3d(x, self.weight, self.bias, groups=self.groups, **kwargs)
+            halos.append(AxisHalo(plan, dim, i, self._what(dim)))
+        y: torch.Tensor = _HaloConv.apply(
+            x, self.weight, self.bias, halos, self._call(False), self.grid
+        )
+        return y
 
 
 class SpatialConvTranspose3d(_SplitConv):
@@ -91,6 +165,7 @@ class SpatialConvTranspose3d(_SplitConv):
         """Fetch the inputs that reach this rank's outputs, transpose-convolve, crop to them."""
         sizes = gather_sizes(x, self.grid, f"layer {self.name!r}")
         crops: list[tuple[int, int, tuple[int, int]]] = []
+        halos = []
         for i, dim in enumerate(self.grid.axes):
             g = self.geometry[dim - 2]
             slabs = self.grid.line_bounds(sizes, i)
@@ -104,12 +179,11 @@ class SpatialConvTranspose3d(_SplitConv):
                     "than the kernel span); not supported on a split volume"
                 )
             plan = plan_axis(slabs, needs, size, self.grid.coords[i], self._what(dim))
-            x = halo_exchange(x, plan, dim, self.grid, i, self._what(dim))
+            halos.append(AxisHalo(plan, dim, i, self._what(dim)))
             # Global position of the first local output along this axis, and the wanted range.
             first = needs[self.grid.coords[i]][0] * g.stride - g.padding
             crops.append((dim, first, out[self.grid.coords[i]]))
-        kwargs = self._kwargs("output_padding")
-        y = functional.conv_transpose3d(x, self.weight, None, groups=self.groups, **kwargs)
+        y: torch.Tensor = _HaloConv.apply(x, self.weight, None, halos, self._call(True), self.grid)
         for dim, first, (start, stop) in crops:
             y = _crop_or_pad(y, dim, first - start, stop - (first + y.shape[dim]))
         if self.bias is not None:
