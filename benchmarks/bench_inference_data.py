@@ -29,7 +29,8 @@ from medverse.io.nifti import read_nifti
 from medverse.models.checkpoint import save_checkpoint
 from medverse.models.factory import build_network
 from medverse.preprocessing.plan import Plan
-from medverse.preprocessing.regrid import axis_map, resample_aligned
+from medverse.preprocessing.resample import resample_tensor
+from medverse.preprocessing.taps import axis_map
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -252,7 +253,7 @@ def ct512_volume() -> Path:
     mapping = axis_map(source.affine, affine)
     assert mapping is not None
     raw = torch.from_numpy(np.asarray(source.array, dtype=np.float32))
-    hu = resample_aligned(raw, mapping, CT512_SHAPE).numpy()
+    hu = resample_tensor(raw, source.affine, affine, CT512_SHAPE, order=1, padding="border").numpy()
     hu[~_inside(mapping, source.shape, CT512_SHAPE)] = -1024.0
     rng = np.random.default_rng(FIT_SEED)
     hu += rng.normal(0.0, 12.0, size=hu.shape).astype(np.float32)

@@ -33,7 +33,8 @@ from bench_inference_data import EXAMPLE_CT, FIT_SEED, cache_dir, fitted_checkpo
 from bench_inference_measure import machine
 
 from medverse.io.nifti import read_nifti
-from medverse.preprocessing.regrid import axis_map, resample_aligned
+from medverse.preprocessing.resample import resample_tensor
+from medverse.preprocessing.taps import axis_map
 
 SHAPE = (512, 512, 1000)
 SPACING = (0.8, 0.8, 0.5)
@@ -64,9 +65,10 @@ def large_volume() -> Path:
     for k0 in range(0, SHAPE[2], 100):
         shift = np.eye(4)
         shift[2, 3] = k0
-        slab_map = axis_map(mirrored_affine, affine @ shift)
-        assert slab_map is not None
-        hu = resample_aligned(mirrored, slab_map, (SHAPE[0], SHAPE[1], 100)).numpy()
+        slab = (SHAPE[0], SHAPE[1], 100)
+        hu = resample_tensor(
+            mirrored, mirrored_affine, affine @ shift, slab, order=1, padding="border"
+        ).numpy()
         hu[np.broadcast_to(~inside_xy, hu.shape)] = -1024.0
         hu += rng.normal(0.0, 12.0, size=hu.shape).astype(np.float32)
         array[:, :, k0 : k0 + 100] = np.clip(np.rint(hu), -1024, 3071)

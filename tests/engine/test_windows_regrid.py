@@ -1,4 +1,4 @@
-"""Between the native grid and the model grid: fast resampling, fused preprocessing, labels back."""
+"""Between the native grid and the model grid: fused preprocessing, labels streamed back."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import pytest
 import torch
 
 from medverse.core.volume import Volume
-from medverse.engine import model_input
-from medverse.engine.model_input import AIR_HU, intensity_map, prepare_volume
+from medverse.engine.model_input import AIR_HU, prepare_volume
 from medverse.engine.native_labels import NativeLabels
-from medverse.engine.sinks import argmax_through_grid_sample, probabilities_on_grid
+from medverse.engine.sinks import argmax_through_grid_sample
 from medverse.engine.windows import Slab
-from medverse.preprocessing.normalize import normalize_intensity
-from medverse.preprocessing.regrid import axis_map, resample_aligned
+from medverse.preprocessing.normalize import intensity_map, normalize_intensity
 from medverse.preprocessing.resample import grid_for_spacing, resample_tensor
+from medverse.preprocessing.taps import axis_map
 from tests.inference.helpers import ct_plan, hippo_plan, read_ct, read_hippo
 
 
@@ -23,20 +22,6 @@ def ct() -> Volume:
     """The real 512 x 512 x 20 CT series, cropped in-plane to keep the tests quick."""
     volume, _ = read_ct()
     return Volume(np.asarray(volume.array)[96:416, 128:384], volume.affine, volume.meta)
-
-
-@pytest.mark.parametrize("spacing", [(1.5, 1.5, 2.0), (0.6, 2.3, 0.7)])
-def test_fast_resampling_equals_grid_sample_with_border(
-    ct: Volume, spacing: tuple[float, float, float]
-) -> None:
-    affine, shape = grid_for_spacing(ct.affine, ct.shape, spacing)
-    mapping = axis_map(ct.affine, affine)
-    assert mapping is not None
-    data = torch.from_numpy(np.asarray(ct.array, dtype=np.float32))
-    ours = resample_aligned(data, mapping, shape)
-    theirs = resample_tensor(data, ct.affine, affine, shape, order=1, padding="border")
-    assert ours.shape == theirs.shape == shape
-    assert torch.allclose(ours, theirs, atol=2e-3 * float(data.abs().max()) * 1e-2)
 
 
 def test_model_input_equals_normalise_then_resample(ct: Volume) -> None:
@@ -64,28 +49,13 @@ def test_unclipped_int16_is_normalised_after_resampling_with_the_same_result(ct:
     assert torch.allclose(prepared.image, expected, atol=1e-4)
 
 
-def test_zscore_statistics_are_the_whole_image_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bit for bit what training saw (same grid); slab by slab for huge images, to rounding."""
+def test_zscore_model_input_is_bit_for_bit_what_training_saw() -> None:
+    """On the same grid the fused preprocessing gives the very float32 values of training."""
     image, _ = read_hippo()
     plan = hippo_plan()
     expected = normalize_intensity(np.asarray(image.array), plan)
     prepared = prepare_volume(image, plan, torch.device("cpu"))
     assert prepared.shape == image.shape and np.array_equal(prepared.image.numpy(), expected)
-    raw = torch.from_numpy(np.asarray(image.array))
-    exact = intensity_map(raw, plan)
-    monkeypatch.setattr(model_input, "EXACT_STATS_VOXELS", 0)
-    slabs = intensity_map(raw, plan)
-    assert slabs.shift == pytest.approx(exact.shift, rel=1e-9)
-    assert slabs.scale == pytest.approx(exact.scale, rel=1e-9)
-    assert np.allclose(slabs.apply(raw).numpy(), expected, atol=1e-5)
-
-
-def test_rotated_grids_have_no_axis_map() -> None:
-    rotation = np.eye(4)
-    rotation[:2, :2] = [[0.0, -1.0], [1.0, 0.0]]
-    assert axis_map(np.eye(4), rotation) is None
-    assert axis_map(np.eye(4), np.diag([-1.0, 1.0, 1.0, 1.0])) is None  # flipped axis
-    assert axis_map(np.diag([2.0, 2.0, 2.0, 1.0]), np.eye(4)) is not None
 
 
 def smooth_logits(ct: Volume, affine: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -118,7 +88,7 @@ def test_streamed_native_labels_equal_full_interpolation(
     assert sink.labels.shape == ct.shape and sink.labels.dtype == np.uint8
     assert set(np.unique(sink.labels)) == {0, 1, 5}
     assert (sink.labels == lut[expected]).mean() > 1 - 1e-5  # grid_sample rounds coordinates
-    fast = probabilities_on_grid(probs, affine, ct.affine, ct.shape, mapping)
+    fast = resample_tensor(probs, affine, ct.affine, ct.shape, order=1, padding="border")
     assert np.array_equal(sink.labels, lut[fast.argmax(0).numpy()])
 
 

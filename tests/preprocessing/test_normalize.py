@@ -1,4 +1,4 @@
-"""Intensity normalisation on real MR and CT voxels, numpy and torch alike."""
+"""The one intensity normaliser on real MR and CT voxels: numpy and torch give equal voxels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medverse.io.nifti import read_nifti
-from medverse.preprocessing.normalize import PlanNormalized, normalize_intensity
+from medverse.preprocessing import normalize
+from medverse.preprocessing.normalize import PlanNormalized, intensity_map, normalize_intensity
 from medverse.preprocessing.plan import Normalization, Plan
 from tests.conftest import HIPPOCAMPUS, SHARED_DATA
 
@@ -42,7 +43,7 @@ def test_mr_zscore_gives_zero_mean_unit_std_in_numpy_and_torch(case: str) -> Non
     assert float(out.std()) == pytest.approx(1.0, abs=1e-4)
     from_torch = normalize_intensity(torch.from_numpy(np.asarray(image)), MR_PLAN)
     assert isinstance(from_torch, torch.Tensor) and from_torch.dtype == torch.float32
-    np.testing.assert_allclose(from_torch.numpy(), out, atol=1e-5)
+    assert np.array_equal(from_torch.numpy(), out)  # the very same float32 values
 
 
 def test_ct_window_clips_then_uses_the_plans_statistics() -> None:
@@ -53,7 +54,7 @@ def test_ct_window_clips_then_uses_the_plans_statistics() -> None:
     soft = np.argwhere(np.asarray(hu) == 60)[0]
     assert out[tuple(soft)] == pytest.approx(0.0)
     from_torch = normalize_intensity(torch.from_numpy(np.asarray(hu)), CT_PLAN)
-    np.testing.assert_allclose(from_torch.numpy(), out, atol=1e-6)
+    assert np.array_equal(from_torch.numpy(), out)
 
 
 def test_constant_volume_becomes_zeros_not_nan() -> None:
@@ -67,3 +68,29 @@ def test_dictionary_wrapper_touches_only_its_keys() -> None:
     out = PlanNormalized(keys="image", plan=MR_PLAN)({"image": image, "label": label})
     assert out["label"] is label
     np.testing.assert_allclose(out["image"], normalize_intensity(image, MR_PLAN))
+
+
+def test_huge_images_get_slab_statistics_equal_up_to_rounding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond EXACT_STATS_VOXELS (or on a GPU) the z-score statistics are summed slab by slab."""
+    image = read_nifti(HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz").array
+    raw = torch.from_numpy(np.asarray(image))
+    exact = intensity_map(raw, MR_PLAN)
+    assert exact == intensity_map(np.asarray(image), MR_PLAN)
+    monkeypatch.setattr(normalize, "EXACT_STATS_VOXELS", 0)
+    slabs = intensity_map(raw, MR_PLAN)
+    assert slabs.shift == pytest.approx(exact.shift, rel=1e-9)
+    assert slabs.scale == pytest.approx(exact.scale, rel=1e-9)
+    expected = normalize_intensity(np.asarray(image), MR_PLAN)
+    assert np.allclose(slabs.apply(raw).numpy(), expected, atol=1e-5)
+
+
+def test_clipping_is_skipped_only_when_no_value_of_the_dtype_can_clip() -> None:
+    window = intensity_map(np.zeros(3), CT_PLAN)
+    assert window.clips(torch.int16) and window.clips(torch.float32)
+    wide = intensity_map(
+        np.zeros(3), CT_PLAN.model_copy(update={"clip_low": -1e6, "clip_high": 1e6})
+    )
+    assert not wide.clips(torch.int16) and wide.clips(torch.int32)
+    assert window.value(60.0) == 0.0 and window.value(-1000.0) == pytest.approx(-5.2)

@@ -1,4 +1,4 @@
-"""Resampling: identity, label round trips, exact flips onto another grid, linear accuracy."""
+"""The one resampler: identity, label round trips, exact flips, linear accuracy, path parity."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ import torch
 
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.nifti import read_nifti, read_nifti_labels
+from medverse.preprocessing import resample
+from medverse.preprocessing.normalize import intensity_map, normalize_intensity
 from medverse.preprocessing.resample import (
     grid_for_spacing,
     resample_tensor,
     resample_to_grid,
     resample_to_spacing,
 )
-from tests.conftest import CT_LABELS, HIPPOCAMPUS
+from medverse.preprocessing.taps import axis_map
+from tests.conftest import CT_LABELS, HIPPOCAMPUS, SHARED_DATA
+from tests.inference.helpers import ct_plan
 
 HIPPO_IMAGE = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
 HIPPO_LABEL = HIPPOCAMPUS / "labelsTr" / "hippocampus_001.nii.gz"
+EXAMPLE_CT = SHARED_DATA / "totalsegmentator_example_ct" / "example_ct_sm.nii.gz"
+CT_WINDOW = ct_plan((1.5, 1.5, 2.0))  # soft-tissue window: clips air and bone
 
 
 def flip_i(shape: tuple[int, int, int]) -> np.ndarray:
@@ -112,3 +118,59 @@ def test_cuda_matches_cpu() -> None:
     target = labels.affine @ flip_i(labels.shape)
     out = resample_to_grid(labels, target, labels.shape, order=0, device="cuda")
     np.testing.assert_array_equal(out.array, np.flip(labels.array, axis=0))
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 2.0), (0.6, 2.3, 0.7), (3.0, 3.0, 3.0)])
+def test_block_path_equals_grid_sample_on_real_ct(spacing: tuple[float, float, float]) -> None:
+    """Grids that share their axes take the block-wise path; grid_sample gives the same values."""
+    ct = read_nifti(EXAMPLE_CT)
+    affine, shape = grid_for_spacing(ct.affine, ct.shape, spacing)
+    assert axis_map(ct.affine, affine) is not None
+    data = torch.from_numpy(np.asarray(ct.array, dtype=np.float32))
+    fast = resample_tensor(data, ct.affine, affine, shape, order=1, padding="border")
+    mapping = np.linalg.inv(ct.affine) @ affine
+    general = resample._resample_general(data, mapping, shape, 1, "border", None)
+    assert fast.shape == general.shape == shape and fast.dtype == torch.float32
+    hu_range = float(data.max() - data.min())
+    assert float((fast - general).abs().max()) <= 1e-5 * hu_range
+
+
+def test_numpy_and_torch_inputs_give_the_same_voxels() -> None:
+    """A Volume (numpy) and a tensor agree exactly; a Fortran-ordered tensor to rounding."""
+    ct = read_nifti(EXAMPLE_CT)
+    spacing = (1.3, 0.9, 2.5)
+    from_numpy = resample_to_spacing(ct, spacing, order=1)
+    array = np.asarray(ct.array, dtype=np.float32)
+    grid = (ct.affine, from_numpy.affine, from_numpy.shape)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    from_torch = resample_tensor(tensor, *grid, order=1, padding="border")
+    assert np.array_equal(from_torch.numpy(), from_numpy.array)
+    fortran = torch.from_numpy(np.asfortranarray(array))  # nibabel's order, read as it lies
+    assert not fortran.is_contiguous()
+    from_fortran = resample_tensor(fortran, *grid, order=1, padding="border")
+    assert from_fortran.is_contiguous()
+    assert np.allclose(from_fortran.numpy(), from_numpy.array, rtol=0.0, atol=1e-3)
+
+
+def test_prepare_normalises_each_block_before_interpolating() -> None:
+    """Clipping inside the resampler equals normalising the whole image first."""
+    ct = read_nifti(EXAMPLE_CT)
+    raw = torch.from_numpy(np.asarray(ct.array))
+    affine, shape = grid_for_spacing(ct.affine, ct.shape, CT_WINDOW.target_spacing)
+    window = intensity_map(raw, CT_WINDOW)
+    fused = resample_tensor(
+        raw, ct.affine, affine, shape, order=1, padding="border", prepare=window.apply
+    )
+    normalised = torch.from_numpy(normalize_intensity(np.asarray(ct.array), CT_WINDOW))
+    expected = resample_tensor(normalised, ct.affine, affine, shape, order=1, padding="border")
+    assert torch.allclose(fused, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="order=1"):
+        resample_tensor(raw, ct.affine, affine, shape, order=0, prepare=window.apply)
+
+
+def test_rotated_or_flipped_grids_have_no_axis_map() -> None:
+    rotation = np.eye(4)
+    rotation[:2, :2] = [[0.0, -1.0], [1.0, 0.0]]
+    assert axis_map(np.eye(4), rotation) is None
+    assert axis_map(np.eye(4), np.diag([-1.0, 1.0, 1.0, 1.0])) is None  # flipped axis
+    assert axis_map(np.diag([2.0, 2.0, 2.0, 1.0]), np.eye(4)) is not None

@@ -1,10 +1,9 @@
 """A Volume made ready for a model on the compute device: normalised, on the model's grid.
 
-The same steps as `medverse.preprocessing` (the plan's clip and normalisation, then linear
-resampling with border padding to the plan's spacing), fused and done block by block on the
-device: the raw voxels go to the device once (through pinned memory on CUDA), each block is
-cast, clipped and normalised just before it is interpolated, and nothing the size of the
-native grid is ever held in float32.
+The plan's steps (`medverse.preprocessing.normalize.intensity_map`, then the one resampler,
+linear with border padding, to the plan's spacing) done on the device: the raw voxels go to
+the device once (through pinned memory on CUDA), each block is cast, clipped and normalised
+just before it is interpolated, and nothing the size of the native grid is held in float32.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ import torch
 
 from medverse.core.registry import Modality
 from medverse.core.volume import Volume
-from medverse.preprocessing.normalize import EPS
-from medverse.preprocessing.plan import Normalization, Plan
-from medverse.preprocessing.regrid import axis_map, resample_aligned
+from medverse.preprocessing.normalize import IntensityMap, intensity_map
+from medverse.preprocessing.plan import Plan
 from medverse.preprocessing.resample import grid_for_spacing, resample_tensor, same_grid
 
 Shape3 = tuple[int, int, int]
@@ -30,47 +28,7 @@ AIR_HU = -900.0
 MR_BACKGROUND_FRACTION = 0.05
 """MR voxels at or below this fraction of the image's 99th percentile count as background."""
 
-EXACT_STATS_VOXELS = 1 << 26
-"""Largest image (voxels) whose z-score statistics numpy computes on a float64 copy."""
-
-_STATS_SLICES = 64
 _BLOCK_VOXELS = 1 << 23
-
-
-@dataclass(frozen=True)
-class IntensityMap:
-    """``(clip(x, low, high) - shift) / scale``: the plan's normalisation with its numbers."""
-
-    low: float | None
-    high: float | None
-    shift: float
-    scale: float
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Clip and normalise in float64, then round to float32.
-
-        The same arithmetic as `medverse.preprocessing.normalize.normalize_intensity`, so a
-        voxel gets the very float32 value training saw (an argmax near a tie stays put).
-        """
-        x = x.double()
-        if self.low is not None or self.high is not None:
-            x = x.clamp(min=self.low, max=self.high)
-        return ((x - self.shift) / self.scale).float()
-
-    def clips(self, dtype: torch.dtype) -> bool:
-        """False when no value of ``dtype`` lies outside the clip range (clipping is a no-op)."""
-        if self.low is None and self.high is None:
-            return False
-        if dtype.is_floating_point:
-            return True
-        info = torch.iinfo(dtype)
-        low_ok = self.low is None or self.low <= info.min
-        high_ok = self.high is None or self.high >= info.max
-        return not (low_ok and high_ok)
-
-    def value(self, raw: float) -> float:
-        """The normalised value of one raw intensity."""
-        return float(self.apply(torch.tensor([raw], dtype=torch.float64))[0])
 
 
 @dataclass
@@ -113,12 +71,15 @@ def prepare_volume(volume: Volume, plan: Plan, device: torch.device) -> ModelInp
     affine, shape = grid_for_spacing(volume.affine, volume.shape, spacing)
     if same_grid(affine, shape, volume.affine, volume.shape):
         image = _apply_in_blocks(raw, intensity)
-    elif (mapping := axis_map(volume.affine, affine)) is not None and intensity.clips(raw.dtype):
-        image = resample_aligned(raw, mapping, shape, prepare=intensity.apply)
-    elif mapping is not None:  # no clipping: normalise after resampling (it is linear)
-        image = intensity.apply(resample_aligned(raw, mapping, shape))
-    else:  # not reached for grids from grid_for_spacing; kept for safety
-        image = resample_tensor(intensity.apply(raw), volume.affine, affine, shape, order=1)
+    elif intensity.clips(raw.dtype):  # clip before interpolating, block by block
+        image = resample_tensor(
+            raw, volume.affine, affine, shape, order=1, padding="border", prepare=intensity.apply
+        )
+    else:  # no clipping: normalise after resampling float32 blocks (normalising is linear)
+        on_grid = resample_tensor(
+            raw, volume.affine, affine, shape, order=1, padding="border", prepare=_as_float32
+        )
+        image = intensity.apply(on_grid)
     threshold = background_level(raw, plan)
     skip = None if threshold is None else intensity.value(threshold)
     return ModelInput(image, affine, volume.affine, volume.shape, skip)
@@ -127,7 +88,7 @@ def prepare_volume(volume: Volume, plan: Plan, device: torch.device) -> ModelInp
 def raw_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """The voxels as a tensor on ``device``, no float copy (pinned on the way to CUDA).
 
-    The tensor may be a Fortran-ordered view; `resample_aligned` reads it in that order.
+    The tensor may be a Fortran-ordered view; `resample_tensor` reads it in that order.
     """
     array = np.asarray(array)
     if array.dtype.kind == "b":
@@ -148,6 +109,10 @@ def raw_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def _as_float32(block: torch.Tensor) -> torch.Tensor:
+    return block.float()
+
+
 def _apply_in_blocks(raw: torch.Tensor, intensity: IntensityMap) -> torch.Tensor:
     """``intensity.apply(raw)`` as a contiguous float32 tensor, a block of slices at a time."""
     out = torch.empty(tuple(raw.shape), dtype=torch.float32, device=raw.device)
@@ -155,35 +120,6 @@ def _apply_in_blocks(raw: torch.Tensor, intensity: IntensityMap) -> torch.Tensor
     for k0 in range(0, int(raw.shape[2]), step):
         out[..., k0 : k0 + step] = intensity.apply(raw[..., k0 : k0 + step])
     return out
-
-
-def intensity_map(raw: torch.Tensor, plan: Plan) -> IntensityMap:
-    """The plan's normalisation as numbers: fixed for ``ct_window``, this image's for ``zscore``.
-
-    ``zscore`` statistics are those of the clipped image in float64: computed by numpy
-    exactly as `medverse.preprocessing.normalize.normalize_intensity` does (bit for bit) for
-    images of up to `EXACT_STATS_VOXELS` on the CPU, slab by slab beyond (equal up to
-    rounding, without a float64 copy of the whole image).
-    """
-    low, high = plan.clip_low, plan.clip_high
-    if plan.normalization == Normalization.CT_WINDOW:
-        return IntensityMap(low, high, float(plan.mean or 0.0), max(float(plan.std or 1.0), EPS))
-    if raw.device.type == "cpu" and raw.numel() <= EXACT_STATS_VOXELS:
-        x = raw.numpy().astype(np.float64)
-        if low is not None or high is not None:
-            x = np.clip(x, low, high)
-        return IntensityMap(low, high, float(x.mean()), max(float(x.std()), EPS))
-    total = squares = 0.0
-    count = raw.numel()
-    for k0 in range(0, int(raw.shape[-1]), _STATS_SLICES):
-        block = raw[..., k0 : k0 + _STATS_SLICES].double()
-        if low is not None or high is not None:
-            block = block.clamp(min=low, max=high)
-        total += float(block.sum())
-        squares += float((block * block).sum())
-    mean = total / max(count, 1)
-    variance = max(squares / max(count, 1) - mean * mean, 0.0)
-    return IntensityMap(low, high, mean, max(float(np.sqrt(variance)), EPS))
 
 
 def background_level(raw: torch.Tensor, plan: Plan) -> float | None:

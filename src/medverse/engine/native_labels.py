@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional
 
 from medverse.engine.windows import EMPTY_LOGIT, Slab, channel_argmax
-from medverse.preprocessing.regrid import BLOCK_VOXELS, AxisMap, Taps, lerp_axis, linear_taps
+from medverse.preprocessing.taps import BLOCK_VOXELS, AxisMap, Taps, lerp_axis, linear_taps
 
 Shape3 = tuple[int, int, int]
 
@@ -41,7 +41,7 @@ class NativeLabels:
     Args:
         model_shape: Shape of the model grid the slabs cover.
         native_shape: Shape of the native grid to fill.
-        mapping: Native index -> model-grid coordinate (`medverse.preprocessing.regrid.axis_map`).
+        mapping: Native index -> model-grid coordinate (`medverse.preprocessing.taps.axis_map`).
         values: Label value of each channel (channel 0 is background, value 0).
         device: Where the work happens (the slabs' device).
     """

@@ -2,7 +2,8 @@
 
 `medverse.engine.native_labels.NativeLabels` is the streaming sink for labels on a native
 grid; the sinks here cover the rest: labels on the model grid itself, and collecting every
-logit for callers that want probabilities or grids that are not axis-aligned.
+logit for callers that want probabilities or grids that are not axis-aligned (those go
+through the one resampler, `medverse.preprocessing.resample.resample_tensor`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import numpy as np
 import torch
 
 from medverse.engine.windows import Slab, background_logits, channel_argmax
-from medverse.preprocessing.regrid import AxisMap, resample_aligned
 from medverse.preprocessing.resample import resample_tensor
 
 Shape3 = tuple[int, int, int]
@@ -62,22 +62,6 @@ class GridLogits:
     def __call__(self, slab: Slab) -> None:
         """Store the slab."""
         slab.region(self.logits[..., slab.start : slab.stop])[...] = slab.logits
-
-
-def probabilities_on_grid(
-    probs: torch.Tensor,
-    source_affine: np.ndarray,
-    target_affine: np.ndarray,
-    target_shape: Shape3,
-    mapping: AxisMap | None,
-) -> torch.Tensor:
-    """Interpolate probabilities ``(C, X, Y, Z)`` onto a target grid (linear, border)."""
-    if mapping is not None:
-        return resample_aligned(probs, mapping, target_shape)
-    out = torch.empty((probs.shape[0], *target_shape), dtype=probs.dtype, device=probs.device)
-    for k0, k1, values in _slabs(probs, source_affine, target_affine, target_shape):
-        out[..., k0:k1] = values
-    return out
 
 
 def argmax_through_grid_sample(

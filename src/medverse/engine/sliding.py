@@ -25,12 +25,11 @@ from medverse.engine.sinks import (
     argmax_through_grid_sample,
     channel_values,
     label_dtype,
-    probabilities_on_grid,
 )
 from medverse.engine.windows import WindowBlender
 from medverse.preprocessing.plan import Plan
-from medverse.preprocessing.regrid import axis_map
-from medverse.preprocessing.resample import same_grid
+from medverse.preprocessing.resample import resample_tensor, same_grid
+from medverse.preprocessing.taps import axis_map
 
 
 @dataclass(frozen=True)
@@ -199,9 +198,8 @@ def predict_probabilities(
         runner.run()
         probs = torch.softmax(sink.logits, dim=0)
         if not same_grid(model_input.affine, model_input.shape, volume.affine, volume.shape):
-            mapping = axis_map(model_input.affine, volume.affine)
-            probs = probabilities_on_grid(
-                probs, model_input.affine, volume.affine, volume.shape, mapping
+            probs = resample_tensor(
+                probs, model_input.affine, volume.affine, volume.shape, order=1, padding="border"
             )
         return probs.float().cpu().numpy()
 

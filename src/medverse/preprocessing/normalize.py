@@ -1,8 +1,15 @@
-"""Intensity normalisation from a plan: the array op (numpy or torch) and its MONAI wrappers."""
+"""Intensity normalisation from a plan: one arithmetic for numpy and torch, and its MONAI wrappers.
+
+The plan's normalisation is ``(clip(x, low, high) - shift) / scale`` computed in float64 and
+rounded to float32 (`IntensityMap`); `intensity_map` finds its numbers (the plan's for
+``ct_window``, the image's own for ``zscore``). Training (numpy or torch) and inference (block
+by block on the device) both go through it, so a voxel gets the very float32 value everywhere.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -13,7 +20,95 @@ from monai.transforms import MapTransform, Transform
 from medverse.preprocessing.plan import Normalization, Plan
 
 EPS = 1e-8
+"""Smallest scale: a constant image becomes zeros instead of dividing by zero."""
+
+EXACT_STATS_VOXELS = 1 << 26
+"""Largest tensor (voxels) whose z-score statistics numpy computes on a float64 copy."""
+
+STATS_SLICES = 64
+"""Slices summed at once for the statistics of larger tensors (or tensors on a GPU)."""
+
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """``(clip(x, low, high) - shift) / scale``: the plan's normalisation with its numbers."""
+
+    low: float | None
+    high: float | None
+    shift: float
+    scale: float
+
+    def apply(self, x: ArrayT) -> ArrayT:
+        """Clip and normalise in float64, then round to float32 (numpy in, numpy out)."""
+        if isinstance(x, torch.Tensor):
+            t = x.double()
+            if self.low is not None or self.high is not None:
+                t = t.clamp(min=self.low, max=self.high)
+            return ((t - self.shift) / self.scale).float()
+        a = np.asarray(x, dtype=np.float64)
+        if self.low is not None or self.high is not None:
+            a = np.clip(a, self.low, self.high)
+        return ((a - self.shift) / self.scale).astype(np.float32)
+
+    def clips(self, dtype: torch.dtype) -> bool:
+        """False when no value of ``dtype`` lies outside the clip range (clipping is a no-op)."""
+        if self.low is None and self.high is None:
+            return False
+        if dtype.is_floating_point:
+            return True
+        info = torch.iinfo(dtype)
+        low_ok = self.low is None or self.low <= info.min
+        high_ok = self.high is None or self.high >= info.max
+        return not (low_ok and high_ok)
+
+    def value(self, raw: float) -> float:
+        """The normalised value of one raw intensity."""
+        return float(self.apply(np.asarray([raw], dtype=np.float64))[0])
+
+
+def intensity_map(array: np.ndarray | torch.Tensor, plan: Plan) -> IntensityMap:
+    """The plan's normalisation as numbers: fixed for ``ct_window``, this image's for ``zscore``.
+
+    ``zscore`` statistics are those of the clipped image in float64, computed by numpy on a
+    float64 copy for numpy arrays and for CPU tensors of up to `EXACT_STATS_VOXELS`; beyond
+    that (or on a GPU) slab by slab on the tensor's device, equal up to rounding without a
+    float64 copy of the whole image.
+
+    Args:
+        array: One channel of voxels, any shape, any integer or float dtype.
+        plan: The dataset plan.
+    """
+    low, high = plan.clip_low, plan.clip_high
+    if plan.normalization == Normalization.CT_WINDOW:
+        return IntensityMap(low, high, float(plan.mean or 0.0), max(float(plan.std or 1.0), EPS))
+    if isinstance(array, torch.Tensor):
+        if array.device.type != "cpu" or array.numel() > EXACT_STATS_VOXELS:
+            mean, std = _slab_statistics(array, low, high)
+            return IntensityMap(low, high, mean, max(std, EPS))
+        array = torch.Tensor.numpy(array.detach())
+    x = np.asarray(array, dtype=np.float64)
+    if low is not None or high is not None:
+        x = np.clip(x, low, high)
+    return IntensityMap(low, high, float(x.mean()), max(float(x.std()), EPS))
+
+
+def _slab_statistics(
+    tensor: torch.Tensor, low: float | None, high: float | None
+) -> tuple[float, float]:
+    """Mean and (population) std of the clipped tensor, summed in float64 slab by slab."""
+    total = squares = 0.0
+    count = tensor.numel()
+    for k0 in range(0, int(tensor.shape[-1]), STATS_SLICES):
+        block = tensor[..., k0 : k0 + STATS_SLICES].double()
+        if low is not None or high is not None:
+            block = block.clamp(min=low, max=high)
+        total += float(block.sum())
+        squares += float((block * block).sum())
+    mean = total / max(count, 1)
+    variance = max(squares / max(count, 1) - mean * mean, 0.0)
+    return mean, float(np.sqrt(variance))
 
 
 def normalize_intensity(array: ArrayT, plan: Plan) -> ArrayT:
@@ -27,31 +122,7 @@ def normalize_intensity(array: ArrayT, plan: Plan) -> ArrayT:
         array: One channel of voxels, any shape (e.g. ``[i, j, k]`` or ``[1, i, j, k]``).
         plan: The dataset plan.
     """
-    if isinstance(array, torch.Tensor):
-        return _normalize_torch(array, plan)
-    return _normalize_numpy(np.asarray(array), plan)
-
-
-def _normalize_numpy(array: np.ndarray, plan: Plan) -> np.ndarray:
-    x = array.astype(np.float64, copy=True)
-    if plan.clip_low is not None or plan.clip_high is not None:
-        x = np.clip(x, plan.clip_low, plan.clip_high)
-    if plan.normalization == Normalization.CT_WINDOW:
-        mean, std = float(plan.mean or 0.0), float(plan.std or 1.0)
-    else:
-        mean, std = float(x.mean()), float(x.std())
-    return ((x - mean) / max(std, EPS)).astype(np.float32)
-
-
-def _normalize_torch(tensor: torch.Tensor, plan: Plan) -> torch.Tensor:
-    x = tensor.to(torch.float32)
-    if plan.clip_low is not None or plan.clip_high is not None:
-        x = torch.clamp(x, min=plan.clip_low, max=plan.clip_high)
-    if plan.normalization == Normalization.CT_WINDOW:
-        return (x - float(plan.mean or 0.0)) / max(float(plan.std or 1.0), EPS)
-    as64 = x.to(torch.float64)
-    mean, std = as64.mean(), as64.std(unbiased=False)
-    return ((as64 - mean) / torch.clamp(std, min=EPS)).to(torch.float32)
+    return intensity_map(array, plan).apply(array)
 
 
 class PlanNormalize(Transform):
@@ -78,6 +149,3 @@ class PlanNormalized(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.op(d[key])
         return d
-
-
-__all__ = ["PlanNormalize", "PlanNormalized", "normalize_intensity"]

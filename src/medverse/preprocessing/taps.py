@@ -1,16 +1,16 @@
-"""Fast linear resampling between grids that share their axis directions, block by block.
+"""Linear-interpolation taps between grids that share their axis directions, axis by axis.
 
 A model's grid (``grid_for_spacing``) keeps the axes of the image's native grid and only
-changes the voxel size, so every native index maps to a model-grid coordinate axis by axis:
-``source = scale * target + offset``. Trilinear interpolation is then three 1D linear passes
-(gather two neighbours, lerp), far cheaper than a general ``grid_sample``; coordinates outside
-the source clamp to its border, exactly as ``resample_tensor(..., padding="border")`` does.
-Work goes in blocks of output slices so memory stays bounded for any volume size.
+changes the voxel size, so every index of one grid maps to a coordinate of the other axis by
+axis: ``source = scale * target + offset`` (`axis_map`). Trilinear interpolation is then three
+1D passes, each gathering two neighbours and lerping (`linear_taps`, `lerp_axis`);
+coordinates outside the source clamp to its border. The one resampler
+(`medverse.preprocessing.resample.resample_tensor`) and the engine's streamed native labels
+are built on these taps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 Shape3 = tuple[int, int, int]
 
 BLOCK_VOXELS = 1 << 23
-"""Output voxels (per channel) computed at once."""
+"""Output voxels (per channel) computed at once by the block-wise users of the taps."""
 
 
 @dataclass(frozen=True)
@@ -89,69 +89,3 @@ def lerp_axis(x: torch.Tensor, axis: int, taps: Taps) -> torch.Tensor:
     shape = [1] * x.ndim
     shape[axis] = -1
     return torch.lerp(low, high, taps.weight.view(shape).to(low.dtype))
-
-
-def resample_aligned(
-    source: torch.Tensor,
-    mapping: AxisMap,
-    target_shape: Shape3,
-    *,
-    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Trilinear resampling of ``source`` (``[..., X, Y, Z]``) onto a target grid.
-
-    A Fortran-ordered 3D source (as nibabel returns NIfTI data) is read in its own memory
-    order, without a transposing copy.
-
-    Args:
-        source: Data on the source grid, any dtype (``prepare`` makes it floating).
-        mapping: Target index -> source coordinate (`axis_map`).
-        target_shape: Target ``(X', Y', Z')``.
-        prepare: Applied to each block of source voxels before interpolation (cast, clip,
-            normalise); defaults to a cast to float32.
-
-    Returns:
-        A contiguous float tensor ``[..., X', Y', Z']`` on the source's device.
-    """
-    prepare = prepare or (lambda block: block.float())
-    if source.ndim == 3 and not source.is_contiguous():
-        flipped = source.permute(2, 1, 0)
-        if flipped.is_contiguous():
-            reverse = AxisMap(_reversed(mapping.scale), _reversed(mapping.offset))
-            target = (target_shape[2], target_shape[1], target_shape[0])
-            out = _resample_blocks(flipped, reverse, target, prepare)
-            return out.permute(2, 1, 0).contiguous()
-    return _resample_blocks(source, mapping, target_shape, prepare)
-
-
-def _resample_blocks(
-    source: torch.Tensor,
-    mapping: AxisMap,
-    target_shape: Shape3,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """Resample in blocks of target planes along the first spatial axis (the slowest)."""
-    size = tuple(int(s) for s in source.shape[-3:])
-    device = source.device
-    taps = [
-        linear_taps(size[a], mapping.scale[a], mapping.offset[a], target_shape[a], device)
-        for a in range(3)
-    ]
-    lead = tuple(source.shape[:-3])
-    out = torch.empty((*lead, *target_shape), dtype=torch.float32, device=device)
-    plane = max(1, target_shape[1] * target_shape[2], size[1] * size[2])
-    step = max(1, BLOCK_VOXELS // plane)
-    for i0 in range(0, target_shape[0], step):
-        i1 = min(i0 + step, target_shape[0])
-        first_taps = taps[0].shifted(i0, i1, 0)
-        first, last = int(first_taps.low.min()), int(first_taps.high.max()) + 1
-        block = prepare(source[..., first:last, :, :])
-        block = lerp_axis(block, -1, taps[2])
-        block = lerp_axis(block, -2, taps[1])
-        block = lerp_axis(block, -3, taps[0].shifted(i0, i1, first))
-        out[..., i0:i1, :, :] = block.to(out.dtype)
-    return out
-
-
-def _reversed(values: tuple[float, float, float]) -> tuple[float, float, float]:
-    return (values[2], values[1], values[0])
