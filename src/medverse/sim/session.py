@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,9 @@ import numpy as np
 from medverse.sim.haptics import GraspSnapshot, HapticDevice, HapticLoop
 from medverse.sim.solver import TissueSolver
 from medverse.sim.tools import SurgicalTool
+
+# GIL switch interval while a session runs: well under the 1 ms haptic period.
+SWITCH_INTERVAL_S = 0.0002
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ class RehearsalSession:
             duration_s: Wall-clock duration.
             real_time: Pace physics to one step per ``dt`` (else step as fast as possible).
         """
+        # The physics thread holds the GIL between kernel launches; Python's default 5 ms switch
+        # interval would let it keep the haptic thread waiting for whole milliseconds, so the
+        # interval is shortened for the run (and restored after).
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.haptics.start()
         steps = frames = 0
         start = last_frame = time.perf_counter()
@@ -94,5 +103,6 @@ class RehearsalSession:
                         time.sleep(lag)
         finally:
             trace = self.haptics.stop()
+            sys.setswitchinterval(interval)
         elapsed = time.perf_counter() - start
         return SessionStats(steps, steps / elapsed, frames, trace.period_stats_ms())

@@ -24,6 +24,10 @@ from medverse.sim import kernels as k
 from medverse.sim.materials import Material
 from medverse.sim.tetmesh import TetMesh
 
+# Rotation-extraction passes per step (warm-started from the last step's rotation), and for
+# exact evaluations (energy_and_forces, static solves), which iterate to convergence.
+STEP_ROTATION_PASSES = 4
+EXACT_ROTATION_PASSES = 100
 # Scalars shared by the CG kernels: r.z, p.Ap, new r.z, b.b, r.r (accumulating), last r.r.
 _N_SCALARS = 6
 
@@ -114,6 +118,7 @@ class TissueSolver:
         self.active_d = self._array(self.active, wp.int32)
         self.fixed_d = self._array(self.fixed, wp.int32)
         self.rotation = self._array(np.tile(np.eye(3), (m, 1, 1)), wp.mat33d)
+        self.quaternion = self._array(np.tile([0.0, 0.0, 0.0, 1.0], (m, 1)), wp.quatd)
         self.spring_k_d = self._array(self.spring_k, f64)
         self.spring_target = wp.zeros(n, dtype=vec, device=self.device)
         self.forces, self.k_vel, self.rhs = (
@@ -236,7 +241,8 @@ class TissueSolver:
         self.forces.zero_()
         self.energy.zero_()
         m = len(self.mesh.tets)
-        self._launch(k.elastic_forces, m, [self.pos, *self._tet_args(), self.forces, self.energy])
+        args = [self.pos, *self._tet_args(), self.quaternion, EXACT_ROTATION_PASSES]
+        self._launch(k.elastic_forces, m, [*args, self.forces, self.energy])
 
     def energy_and_forces(self) -> tuple[float, np.ndarray]:
         """Elastic energy (J) and elastic forces -dE/dx (N) at the current positions."""
@@ -276,7 +282,14 @@ class TissueSolver:
         self._set_diagonal(static=False)
         self.forces.zero_()
         self.energy.zero_()
-        forces_args = [self.pos, *self._tet_args(), self.forces, self.energy]
+        forces_args = [
+            self.pos,
+            *self._tet_args(),
+            self.quaternion,
+            STEP_ROTATION_PASSES,
+            self.forces,
+            self.energy,
+        ]
         self._run("forces", k.elastic_forces, len(self.mesh.tets), forces_args)
         self._stiffness("K_vel", self.vel, self.k_vel)
         coeffs = wp.vec4d(s.dt, s.mass_damping, s.stiffness_damping, 0.0)

@@ -1,0 +1,161 @@
+"""Surgical-rehearsal benchmark: physics steps/s and 1 kHz haptic-loop period at 1k/5k/20k nodes.
+
+Body: a 10 cm liver cube (Kuhn split, six tetrahedra per cell, base fixed) grasped at the top
+and pulled in a circle by a simulated device; backward Euler at dt = 1/60 s with 10 CG
+iterations, float64. For each size it measures the physics alone (the named baseline) and then
+physics with the haptic thread running alongside (the figure that counts), plus the haptic loop
+alone. Prints ratios against those baselines and writes benchmarks/results/bench_sim-<device>-
+<date>.json. The last two lines are ``physics_steps_per_s_5k_nodes: X`` and
+``haptic_p99_period_ms: X`` (5k nodes, physics running).
+
+    python benchmarks/bench_sim.py [--device cpu|cuda:0] [--seconds 4] [--sizes 1k,5k,20k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import warp as wp
+
+from medverse.sim.haptics import HapticLoop, SimulatedDevice
+from medverse.sim.materials import Tissue, material_for
+from medverse.sim.session import RehearsalSession
+from medverse.sim.solver import SolverSettings, TissueSolver
+from medverse.sim.tetmesh import box_mesh
+from medverse.sim.tools import SurgicalTool
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CELLS = {"1k": 9, "5k": 16, "20k": 26}  # (c + 1)^3 nodes: 1,000 / 4,913 / 19,683
+EDGE_M = 0.1
+
+
+def cpu_isa() -> str:
+    """The vector ISA of this CPU as /proc/cpuinfo reports it."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()
+    except (OSError, IndexError):
+        return platform.processor() or "unknown"
+    names = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2", "fma") if f in flags]
+    return " ".join(names) or "no AVX"
+
+
+def build(cells: int, device: str) -> tuple[TissueSolver, SurgicalTool, SimulatedDevice]:
+    mesh = box_mesh((EDGE_M, EDGE_M, EDGE_M), (cells, cells, cells))
+    fixed = np.flatnonzero(mesh.points[:, 2] < 1e-12)
+    solver = TissueSolver(
+        mesh, material_for(Tissue.LIVER), fixed=fixed, settings=SolverSettings(device=device)
+    )
+    tool = SurgicalTool(solver, grasp_radius=0.015, grasp_stiffness=300.0)
+    top = np.array([EDGE_M / 2, EDGE_M / 2, EDGE_M])
+    tool.move_to(top)
+    tool.grasp()
+
+    def path(t: float) -> np.ndarray:
+        return top + 0.02 * np.array([np.sin(2 * t), np.cos(2 * t) - 1.0, 1.0])
+
+    return solver, tool, SimulatedDevice(path)
+
+
+def physics_alone(
+    solver: TissueSolver, tool: SurgicalTool, dev: SimulatedDevice, seconds: float
+) -> tuple[float, float]:
+    """Steps per wall second, and per second of this process's CPU time (one busy thread)."""
+    steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        tool.move_to(dev.read_tip())
+        solver.step()
+        solver.positions()  # what a frame or the haptic snapshot reads back (syncs a GPU)
+        steps += 1
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return steps / wall, steps / max(cpu, 1e-9)
+
+
+def measure_size(label: str, device: str, seconds: float) -> dict[str, float | int]:
+    solver, tool, dev = build(CELLS[label], device)
+    solver.step()  # compile/load kernels outside the timing
+    alone, per_cpu_second = physics_alone(solver, tool, dev, seconds)
+    with_haptics = RehearsalSession(solver, tool, dev).run(seconds)
+    assert np.isfinite(solver.positions()).all() and solver.inverted_count() == 0
+    return {
+        "nodes": solver.n_nodes,
+        "tetrahedra": len(solver.mesh.tets),
+        "physics_alone_steps_per_s": alone,
+        "physics_steps_per_cpu_s": per_cpu_second,
+        "physics_steps_per_s": with_haptics.physics_steps_per_s,
+        "haptic_median_ms": with_haptics.haptic["median_ms"],
+        "haptic_p99_ms": with_haptics.haptic["p99_ms"],
+        "haptic_max_ms": with_haptics.haptic["max_ms"],
+        "haptic_rate_hz": with_haptics.haptic["rate_hz"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--sizes", default="1k,5k,20k")
+    args = parser.parse_args()
+    wp.init()
+    compile_start = time.perf_counter()
+    build(2, args.device)[0].step()
+    compile_s = time.perf_counter() - compile_start
+    haptic_only = HapticLoop(SimulatedDevice(lambda t: np.zeros(3))).start()
+    time.sleep(args.seconds)
+    baseline = haptic_only.stop().period_stats_ms()
+    load = os.getloadavg()
+    print(
+        f"device {args.device}; CPU {platform.machine()} ISA: {cpu_isa()}; "
+        f"{os.cpu_count()} cores, load average {load[0]:.1f} (shared machine)"
+    )
+    print("precision float64; Warp CPU kernels run on one thread; dt 1/60 s, 10 CG iterations")
+    print(f"kernel module load (compile on first run, else cache): {compile_s:.1f} s")
+    print(
+        f"baseline haptic loop alone: median {baseline['median_ms']:.3f} ms, "
+        f"p99 {baseline['p99_ms']:.3f} ms"
+    )
+    sizes = {}
+    for label in args.sizes.split(","):
+        r = measure_size(label, args.device, args.seconds)
+        sizes[label] = r
+        print(
+            f"{label:>3}: {r['nodes']} nodes {r['tetrahedra']} tets | physics "
+            f"{r['physics_steps_per_s']:.1f} steps/s (alone {r['physics_alone_steps_per_s']:.1f}, "
+            f"ratio {r['physics_steps_per_s'] / r['physics_alone_steps_per_s']:.2f}; "
+            f"{r['physics_steps_per_cpu_s']:.1f} per CPU-second) | haptic "
+            f"median {r['haptic_median_ms']:.3f} ms p99 {r['haptic_p99_ms']:.3f} ms "
+            f"(p99 ratio vs alone {r['haptic_p99_ms'] / baseline['p99_ms']:.2f}) "
+            f"rate {r['haptic_rate_hz']:.0f} Hz"
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%d")
+    device_name = args.device.replace(":", "")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench_sim-{device_name}-{stamp}.json"
+    record = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": args.device,
+        "cpu_isa": cpu_isa(),
+        "cores": os.cpu_count(),
+        "load_average_1min": load[0],
+        "precision": "float64",
+        "dt_s": 1 / 60,
+        "cg_iterations": 10,
+        "kernel_load_s": compile_s,
+        "haptic_alone": baseline,
+        "sizes": sizes,
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+    five = sizes.get("5k", {})
+    print(f"physics_steps_per_s_5k_nodes: {five.get('physics_steps_per_s', float('nan')):.1f}")
+    print(f"haptic_p99_period_ms: {five.get('haptic_p99_ms', float('nan')):.3f}")
+
+
+if __name__ == "__main__":
+    main()
