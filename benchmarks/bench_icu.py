@@ -9,8 +9,9 @@ which the listener sends only after the observation is scored and committed, so 
 upper bound of message-to-score time and a late listener cannot hide behind a slow sender.
 
 For each bed count in the ramp it reports achieved messages/s, p50/p99 latency and the
-listener's CPU use (from /proc). The largest count the listener kept up with (>= 98 % of the
-offered rate) divided by the cores the listener used at that count gives
+listener's CPU use (from /proc). The largest count the listener kept up with (all
+offered messages ACKed, the last within a second of the schedule's end) divided by the
+cores the listener used at that count gives
 ``beds_per_core_at_1hz``; ``p99_message_to_score_ms`` is the p99 at that count (the target is
 under 50 ms). On a shared machine the run-queue wait of every process lands in the latency.
 
@@ -100,20 +101,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def schedule_for(beds: list[int], seconds: int, run: str) -> list[tuple[float, bytes]]:
+    """(offset from start, framed message) of every message of these beds, in send order."""
+    offsets = {bed: (bed * 0.618034) % 1.0 for bed in beds}
+    order = sorted((s + offsets[b], b, s) for s in range(seconds) for b in beds)
+    return [(due, oru(f"{run}-{bed}-{second}", bed, second)) for due, bed, second in order]
+
+
 async def connection_schedule(
-    port: int, beds: list[int], seconds: int, t0: float, run: str, latencies: list[float]
+    port: int, schedule: list[tuple[float, bytes]], t0: float, latencies: list[float]
 ) -> int:
-    """Send every bed's message each second at its offset; wait for each ACK (original mode)."""
+    """Send each message at its time; wait for each ACK before the next (original mode)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     loop = asyncio.get_running_loop()
     acked = 0
-    offsets = {bed: (bed * 0.618034) % 1.0 for bed in beds}
-    schedule = sorted((s + offsets[b], b, s) for s in range(seconds) for b in beds)
-    for due, bed, second in schedule:
+    for due, message in schedule:
         delay = t0 + due - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        writer.write(oru(f"{run}-{bed}-{second}", bed, second))
+        writer.write(message)
         ack = await read_frame(reader)
         latencies.append(loop.time() - (t0 + due))
         acked += b"MSA|AA|" in ack
@@ -126,10 +132,9 @@ async def offered_load(port: int, beds: int, seconds: int, run: str) -> dict[str
     latencies: list[float] = []
     groups = [list(range(i, min(i + BEDS_PER_CONNECTION, beds)))
               for i in range(0, beds, BEDS_PER_CONNECTION)]  # fmt: skip
+    schedules = [schedule_for(g, seconds, run) for g in groups]  # built before the clock starts
     t0 = loop.time() + 0.5
-    acked = await asyncio.gather(
-        *(connection_schedule(port, g, seconds, t0, run, latencies) for g in groups)
-    )
+    acked = await asyncio.gather(*(connection_schedule(port, s, t0, latencies) for s in schedules))
     elapsed = loop.time() - t0
     ms = np.asarray(latencies) * 1000.0
     return {
@@ -197,13 +202,25 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
+def run_loop(main: Any) -> Any:
+    """The load generator runs on uvloop when installed (less client CPU per message)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def ramp(port: int, pid: int, counts: list[int], seconds: int) -> list[dict[str, Any]]:
     steps = []
     for beds in counts:
         cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-        step = asyncio.run(offered_load(port, beds, seconds, f"r{beds}"))
+        step = run_loop(offered_load(port, beds, seconds, f"r{beds}"))
         step["listener_cores"] = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
-        step["sustained"] = bool(step["achieved_per_s"] >= 0.98 * beds)
+        # kept up: every message ACKed AA, the last within a second of the schedule's end
+        step["sustained"] = bool(
+            step["acked"] == beds * seconds and step["elapsed_s"] - seconds < 1.0
+        )
         step["p99_within_limit"] = bool(step["p99_ms"] < P99_LIMIT_MS)
         steps.append(step)
         print(
@@ -243,12 +260,12 @@ def main() -> None:
         listener, port = start_listener(Path(folder) / "icu.db")
         try:
             steps = ramp(port, listener.pid, counts, seconds)
-            ours = asyncio.run(closed_loop(port, 50, closed_seconds, "closed"))
+            ours = run_loop(closed_loop(port, 50, closed_seconds, "closed"))
         finally:
             stop(listener)
     baseline_process, baseline_port = start_baseline()
     try:
-        baseline = asyncio.run(closed_loop(baseline_port, 50, closed_seconds, "base"))
+        baseline = run_loop(closed_loop(baseline_port, 50, closed_seconds, "base"))
     finally:
         stop(baseline_process)
     print(f"closed loop, 50 connections: medverse listener (parse+score+store) {ours:.0f} msg/s, "
@@ -271,7 +288,8 @@ def main() -> None:
     }  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d")
-    name = f"bench_icu{'-quick' if args.quick else ''}-cpu-{stamp}.json"
+    where = f"-{args.store_dir.name}" if args.store_dir else ""
+    name = f"bench_icu{'-quick' if args.quick else ''}{where}-cpu-{stamp}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     cores = best["listener_cores"] if best else 0.0
     print(f"largest sustained: {result['largest_sustained_beds']} beds, listener at {cores:.2f} "
