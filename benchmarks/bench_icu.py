@@ -253,7 +253,8 @@ def main() -> None:
     seconds = args.seconds or (8 if args.quick else 20)
     closed_seconds = 5.0 if args.quick else 15.0
     info = cpu_info()
-    print(f"load average before the run: {os.getloadavg()[0]:.1f} (machine shared)")
+    load_before = os.getloadavg()[0]
+    print(f"load average before the run: {load_before:.1f} (machine shared)")
     print(f"CPU {info['cpu']} ({info['cores']} cores, ISA {info['isa']}, bf16={info['bf16']}); "
           "listener: 1 process, event loop + 1 SQLite writer thread; float64 scores")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-icu-", dir=args.store_dir) as folder:
@@ -277,7 +278,8 @@ def main() -> None:
     p99 = best["p99_ms"] if best else steps[-1]["p99_ms"]
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "device": "cpu", **info,
-        "load_average_at_start": os.getloadavg()[0], "quick": args.quick,
+        "load_average_at_start": load_before, "load_average_at_end": os.getloadavg()[0],
+        "quick": args.quick,
         "store_dir": str(args.store_dir or tempfile.gettempdir()),
         "seconds_per_step": seconds, "beds_per_connection": BEDS_PER_CONNECTION, "steps": steps,
         "closed_loop_msgs_per_s": {"medverse": ours, "python_hl7_baseline": baseline},

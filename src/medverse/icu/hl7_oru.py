@@ -16,7 +16,7 @@ from typing import Any
 import hl7
 
 from medverse.core.errors import InputError
-from medverse.icu.parameters import Acvpu, Parameter, lookup, to_chart_value
+from medverse.icu.parameters import Acvpu, Code, Parameter, lookup, to_chart_value
 from medverse.icu.vitals import Source, VitalSet, parse_hl7_time
 
 # OBX-11 result statuses whose value is a measurement (final, corrected, preliminary, result).
@@ -187,30 +187,36 @@ def _observations(message: Hl7Message) -> tuple[dict[Parameter, float], str]:
     values: dict[Parameter, float] = {}
     first_time = ""
     for index, obx in enumerate(message.all("OBX"), 1):
-        code = lookup(_part(obx, 3, 3), _part(obx, 3, 1))
+        identifier = (_part(obx, 3, 1), _part(obx, 3, 3))
+        code = lookup(identifier[1], identifier[0])
         if code is None or _part(obx, 11).strip().upper() not in _USABLE_STATUS:
             continue
-        raw, unit = _part(obx, 5).strip(), _part(obx, 6, 1)
-        where = f"OBX {index} ({_part(obx, 3, 1)})"
-        if code.parameter == Parameter.CONSCIOUSNESS:
-            try:
-                value = float(Acvpu.from_letter(raw))
-            except InputError as error:
-                raise Hl7Error(f"{where} OBX-5: {error.problem}") from error
-        else:
-            try:
-                number = float(raw)
-            except ValueError as error:
-                raise Hl7Error(f"{where} OBX-5 value {raw!r} is not a number") from error
-            if not math.isfinite(number):
-                raise Hl7Error(f"{where} OBX-5 value {raw!r} is not a finite number")
-            try:
-                value = to_chart_value(code, number, unit)
-            except InputError as error:
-                raise Hl7Error(f"{where} OBX-6: {error.problem}") from error
-        values[code.parameter] = value
+        values[code.parameter] = _value(code, _part(obx, 5).strip(), _part(obx, 6), index, obx)
         first_time = first_time or _part(obx, 14)
     return values, first_time
+
+
+def _value(code: Code, raw: str, unit: str, index: int, obx: Segment) -> float:
+    """OBX-5 in the chart's unit; errors name the OBX (only built when there is one)."""
+    if code.parameter == Parameter.CONSCIOUSNESS:
+        try:
+            return float(Acvpu.from_letter(raw))
+        except InputError as error:
+            raise Hl7Error(f"{_where(index, obx)} OBX-5: {error.problem}") from error
+    try:
+        number = float(raw)
+    except ValueError as error:
+        raise Hl7Error(f"{_where(index, obx)} OBX-5 value {raw!r} is not a number") from error
+    if not math.isfinite(number):
+        raise Hl7Error(f"{_where(index, obx)} OBX-5 value {raw!r} is not a finite number")
+    try:
+        return to_chart_value(code, number, unit)
+    except InputError as error:
+        raise Hl7Error(f"{_where(index, obx)} OBX-6: {error.problem}") from error
+
+
+def _where(index: int, obx: Segment) -> str:
+    return f"OBX {index} ({_part(obx, 3, 1)})"
 
 
 def ack_for(message: Hl7Message, code: AckCode, reason: str = "") -> str:
