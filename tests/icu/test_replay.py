@@ -71,3 +71,14 @@ def test_cli_replay_and_bad_assumption(shared_data: Path, tmp_path: Path, capsys
     assert code == 2 and "--assume 'mood=happy'" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         replay([record], store, speed=0)
+
+
+def test_prune_keeps_the_retention_period(shared_data: Path, tmp_path: Path, capsys) -> None:
+    store = sqlite_url(tmp_path / "p.db")
+    replay([shared_data / NUMERICS], store, speed=1e5, ward="W", max_seconds=600)
+    assert main(["icu", "prune", "--keep-days", "1", "--store", store]) == 0
+    assert "deleted 0 vital sets" in capsys.readouterr().out  # replayed just now
+    assert main(["icu", "prune", "--keep-days", "-1", "--store", store]) == 2
+    opened = ObservationStore.open(store)
+    assert opened.count() == 11 and opened.delete_before(1e12) == 11
+    opened.dispose()

@@ -1,4 +1,4 @@
-"""``medverse icu listen|replay``: HL7 v2 MLLP listener and WFDB replay into the ICU store."""
+"""``medverse icu listen|replay|prune``: MLLP listener, WFDB replay and retention of the store."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``icu`` command and its ``listen`` and ``replay`` subcommands."""
+    """Add the ``icu`` command and its ``listen``, ``replay`` and ``prune`` subcommands."""
     parser = subparsers.add_parser(
         "icu",
         help="ICU vital signs: HL7 v2 listener, WFDB replay, NEWS2",
@@ -48,6 +48,14 @@ def register(subparsers: Any) -> None:
     _add_store(listen)
     listen.set_defaults(func=run_listen)
     _register_replay(sub)
+    prune = sub.add_parser(
+        "prune",
+        help="delete observations older than the retention period",
+        description="Retention: delete stored vital sets observed more than --keep-days ago.",
+    )
+    prune.add_argument("--keep-days", type=float, required=True, help="days of data to keep")
+    _add_store(prune)
+    prune.set_defaults(func=run_prune)
 
 
 def _register_replay(sub: Any) -> None:
@@ -114,6 +122,14 @@ def run_listen(args: argparse.Namespace) -> int:
         print(f"listening on {args.host}:{port}", flush=True)
 
     listen(_store_url(args), args.host, args.port, args.read_timeout, on_ready=ready)
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Delete old observations and say how many."""
+    from medverse.icu.api import prune
+
+    print(f"deleted {prune(_store_url(args), args.keep_days)} vital sets")
     return 0
 
 

@@ -248,3 +248,18 @@ async def _replay_bed(
         outcome = await runtime.ingestor.submit(vitals)
         if outcome.scored is not None:
             bed.add(outcome.scored)
+
+
+def prune(store_url: str, keep_days: float, now: float | None = None) -> int:
+    """Retention: delete vital sets observed more than ``keep_days`` ago; returns how many.
+
+    Raises:
+        ConfigError: If ``keep_days`` is not positive.
+    """
+    if keep_days <= 0:
+        raise ConfigError(f"--keep-days must be positive, not {keep_days}")
+    store = ObservationStore.open(store_url)
+    try:
+        return store.delete_before((now if now is not None else time.time()) - keep_days * 86400)
+    finally:
+        store.dispose()
