@@ -15,6 +15,7 @@ from torch import nn
 from medverse.io.nifti import read_nifti
 from medverse.models.factory import build_network
 from medverse.parallel.spatial import RankFailedError, SlabTooThinError, spatial_parallel
+from medverse.parallel.spatial.hybrid import hybrid_groups, hybrid_parallel
 from medverse.parallel.spatial.launch import run_ranks
 from tests.conftest import HIPPOCAMPUS
 
@@ -165,3 +166,25 @@ def test_a_rank_that_dies_is_reported_and_nothing_hangs() -> None:
     assert "rank 1: died with exit code 3" in message, message
     assert "rank 0: RankFailedError" in message and "peer rank died" in message, message
     assert time.monotonic() - start < 60
+
+
+def _hybrid_job(volumes: list[torch.Tensor], ref: Reference) -> dict[str, float]:
+    groups = hybrid_groups(spatial_ranks=2)
+    net = _network("dynunet")
+    model = hybrid_parallel(net, groups, axis=1)
+    _loss(model(volumes[groups.replica])).backward()
+    grads = [p.grad for p in net.parameters()]
+    return {
+        "grad": max((a - b).abs().max().item() for a, b in zip(grads, ref.grads, strict=True)),
+    }
+
+
+def test_ddp_over_two_spatial_groups_equals_one_process_averaging_both_volumes() -> None:
+    # 4 ranks = 2 replicas x 2 spatial ranks; each replica a different hippocampus crop.
+    volumes = [_hippocampus((8, 24, 16)), _hippocampus((8, 24, 16)).flip(2).contiguous()]
+    net = _network("dynunet")
+    ((_loss(net(volumes[0])) + _loss(net(volumes[1]))) / 2).backward()
+    ref = Reference(torch.empty(0), [p.grad.detach() for p in net.parameters()], [])
+    results = run_ranks(_hybrid_job, 4, (volumes, ref), timeout_s=240)
+    print("hybrid:", results)
+    assert all(r["grad"] <= TOL for r in results), results
