@@ -93,6 +93,7 @@ def measure_size(label: str, device: str, seconds: float) -> dict[str, float | i
         "haptic_p99_ms": with_haptics.haptic["p99_ms"],
         "haptic_max_ms": with_haptics.haptic["max_ms"],
         "haptic_rate_hz": with_haptics.haptic["rate_hz"],
+        "haptic_realtime_priority": bool(with_haptics.haptic["realtime"]),
     }
 
 
@@ -116,6 +117,8 @@ def main() -> None:
     )
     print("precision float64; Warp CPU kernels run on one thread; dt 1/60 s, 10 CG iterations")
     print(f"kernel module load (compile on first run, else cache): {compile_s:.1f} s")
+    granted = "granted" if baseline["realtime"] else "not granted (no CAP_SYS_NICE)"
+    print(f"haptic thread real-time (SCHED_FIFO) priority: {granted}")
     print(
         f"baseline haptic loop alone: median {baseline['median_ms']:.3f} ms, "
         f"p99 {baseline['p99_ms']:.3f} ms"

@@ -9,6 +9,7 @@ and the 60 Hz visuals run elsewhere; only immutable snapshots cross threads.
 from __future__ import annotations
 
 import csv
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,10 @@ import numpy as np
 from medverse.core.errors import ConfigError
 from medverse.io.atomic import atomic_path
 from medverse.sim.tools import GraspState
+
+# SCHED_FIFO priority of the haptic thread (1-99; low: above every normal thread, below the
+# kernel's own real-time work).
+REALTIME_PRIORITY = 10
 
 
 class HapticDevice(Protocol):
@@ -95,9 +100,10 @@ class ForceTrace:
     times: list[float] = field(default_factory=list)
     periods: list[float] = field(default_factory=list)
     forces: list[tuple[float, float, float]] = field(default_factory=list)
+    realtime: bool = False
 
     def period_stats_ms(self) -> dict[str, float]:
-        """Median, p99 and max tick period in milliseconds, and the mean rate in Hz."""
+        """Median, p99 and max tick period (ms), mean rate (Hz), realtime (1.0 if granted)."""
         if not self.periods:
             raise ConfigError("no haptic ticks recorded")
         p = np.asarray(self.periods) * 1e3
@@ -107,6 +113,7 @@ class ForceTrace:
             "p99_ms": float(np.percentile(p, 99)),
             "max_ms": float(p.max()),
             "rate_hz": (len(self.times) - 1) / span if span > 0 else 0.0,
+            "realtime": float(self.realtime),
         }
 
     def write_csv(self, path: str | Path) -> Path:
@@ -125,13 +132,20 @@ class HapticLoop:
     Args:
         device: Where the tip comes from and the force goes to.
         rate_hz: Tick rate (1000 for haptic devices).
+        realtime: Ask the OS for real-time (SCHED_FIFO) priority for the loop's thread, as
+            haptic software does; granted only with CAP_SYS_NICE (else it runs at normal
+            priority, recorded in ``trace.realtime``). The loop sleeps between ticks, so it
+            never starves other threads.
     """
 
-    def __init__(self, device: HapticDevice, *, rate_hz: float = 1000.0) -> None:
+    def __init__(
+        self, device: HapticDevice, *, rate_hz: float = 1000.0, realtime: bool = True
+    ) -> None:
         if not 10.0 <= rate_hz <= 10000.0:
             raise ConfigError(f"haptic rate must be in [10, 10000] Hz, got {rate_hz}")
         self.device = device
         self.period = 1.0 / rate_hz
+        self.realtime = realtime
         self.trace = ForceTrace()
         self.snapshot: GraspSnapshot | None = None  # replaced whole by the physics thread
         self.latest_tip = device.read_tip()
@@ -164,6 +178,8 @@ class HapticLoop:
         return force
 
     def _run(self) -> None:
+        if self.realtime:
+            self.trace.realtime = _request_realtime_priority()
         clock = time.perf_counter
         deadline = previous = clock()
         while not self._stop.is_set():
@@ -183,3 +199,12 @@ class HapticLoop:
                 time.sleep(delay)
         if self.trace.periods:
             self.trace.periods[0] = self.period  # the first tick has no predecessor
+
+
+def _request_realtime_priority() -> bool:
+    """Give the calling thread SCHED_FIFO priority 10 where the OS allows it; True if granted."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+    except (AttributeError, OSError):  # not Linux, or no CAP_SYS_NICE
+        return False
+    return True
