@@ -17,6 +17,7 @@ from medverse.models.factory import build_network
 from medverse.parallel.spatial import RankFailedError, SlabTooThinError, spatial_parallel
 from medverse.parallel.spatial.hybrid import hybrid_groups, hybrid_parallel
 from medverse.parallel.spatial.launch import run_ranks
+from medverse.parallel.spatial.runner import SpatialRunner
 from tests.conftest import HIPPOCAMPUS
 
 pytestmark = pytest.mark.dist
@@ -188,3 +189,14 @@ def test_ddp_over_two_spatial_groups_equals_one_process_averaging_both_volumes()
     results = run_ranks(_hybrid_job, 4, (volumes, ref), timeout_s=240)
     print("hybrid:", results)
     assert all(r["grad"] <= TOL for r in results), results
+
+
+def test_spatial_runner_gives_the_whole_volume_output_of_one_process() -> None:
+    x = _hippocampus((16, 24, 16))
+    net = _network("dynunet").eval()
+    with torch.inference_mode():
+        expected = net(x)
+    got = SpatialRunner(net, 2, axis=1, timeout_s=120)(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= TOL
+    assert torch.equal(got.argmax(1), expected.argmax(1))

@@ -1,0 +1,66 @@
+"""Whole-volume inference on N local ranks, callable like the network it wraps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from medverse.core.errors import ConfigError
+from medverse.parallel.spatial.launch import run_ranks
+from medverse.parallel.spatial.wrap import spatial_parallel
+
+
+def _infer(network: nn.Module, x: torch.Tensor, axis: int | Sequence[int]) -> torch.Tensor | None:
+    split = spatial_parallel(network.eval(), None, axis)
+    with torch.inference_mode():
+        y = split(x)
+    return y if torch.distributed.get_rank() == 0 else None
+
+
+class SpatialRunner(nn.Module):
+    """Run ``network`` on each whole input split over ``ranks`` local gloo processes.
+
+    The caller's process does no network work; each call starts the ranks (forked from a
+    server that imported torch once), sends them the network and the volume, and returns
+    rank 0's whole output. Outputs equal ``network(x)`` up to float rounding.
+
+    Args:
+        network: A 3D network (see `spatial_parallel`), in eval mode for inference.
+        ranks: Number of processes (>= 2).
+        axis: Spatial axis (or axes) to split.
+        timeout_s: Deadline per call.
+        threads: torch threads per rank.
+
+    Raises:
+        ConfigError: For fewer than 2 ranks.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        ranks: int,
+        axis: int | Sequence[int] = 0,
+        *,
+        timeout_s: float = 3600.0,
+        threads: int = 1,
+    ) -> None:
+        super().__init__()
+        if ranks < 2:
+            raise ConfigError(f"spatial parallel inference needs 2 or more ranks, got {ranks}")
+        self.network = network
+        self.ranks, self.axis, self.timeout_s, self.threads = ranks, axis, timeout_s, threads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the network's output for the whole ``N, C, D, H, W`` volume ``x``."""
+        device = x.device
+        outputs = run_ranks(
+            _infer,
+            self.ranks,
+            (self.network.cpu(), x.detach().cpu(), self.axis),
+            timeout_s=self.timeout_s,
+            threads=self.threads,
+        )
+        out: torch.Tensor = outputs[0]
+        return out.to(device)
