@@ -94,6 +94,32 @@ def attribute(model: DecisionModel, values: torch.Tensor, expert: int) -> np.nda
     return per_feature
 
 
+def top_features(
+    model: DecisionModel, row: np.ndarray, attributions: np.ndarray, expert: int, top: int
+) -> list[FeatureContribution]:
+    """The largest attributions among the features ``expert`` reads and the patient has.
+
+    The others contribute exactly 0 (not read, or sitting at the learned default).
+    """
+    features = model.schema.features
+    reads = set(model.schema.experts[expert].features)
+    order = [
+        int(i)
+        for i in np.argsort(-np.abs(attributions))
+        if features[i].name in reads and not math.isnan(row[i])
+    ][:top]
+    return [
+        FeatureContribution(
+            features[i].name,
+            features[i].label,
+            float(row[i]),
+            features[i].unit,
+            round(float(attributions[i]), 6),
+        )
+        for i in order
+    ]
+
+
 def predict_record(
     model: DecisionModel, record: Mapping[str, float | None], top: int = 5
 ) -> Decision:
@@ -105,27 +131,18 @@ def predict_record(
         top: How many features to list.
 
     Raises:
-        InputError: Naming the first unknown or out-of-range field.
+        FeatureValueError: Naming the first unknown or out-of-range field.
     """
     row = np.asarray([model.schema.record_to_row(record)], dtype=np.float64)
     values = torch.as_tensor(model.encoder.transform(row))
-    network = model.network
     with torch.no_grad():
-        out = network(values)
+        out = model.network(values)
     assert out.moe is not None  # the decision network is always the MoE
     routing = out.moe.routings[0]
     names = [view.name for view in model.schema.experts]
     chosen = int(routing.experts[0, 0])
     logit = float(out.logits[0])
-    attributions = attribute(model, values, chosen)
-    features = model.schema.features
-    # Only what the chosen expert reads and the patient has: the rest contributes exactly 0.
-    reads = set(model.schema.experts[chosen].features)
-    order = [
-        int(i)
-        for i in np.argsort(-np.abs(attributions))
-        if features[i].name in reads and not math.isnan(row[0, i])
-    ][:top]
+    used = zip(routing.experts[0].tolist(), routing.weights[0].tolist())
     return Decision(
         model=model.name,
         task=model.schema.name,
@@ -133,19 +150,7 @@ def predict_record(
         probability=float(model.calibration(np.asarray([logit]))[0]),
         expert=names[chosen],
         gate_weights={n: round(float(p), 6) for n, p in zip(names, routing.probs[0])},
-        experts_used={
-            names[int(e)]: round(float(w), 6)
-            for e, w in zip(routing.experts[0], routing.weights[0])
-        },
-        top_features=[
-            FeatureContribution(
-                features[i].name,
-                features[i].label,
-                None if math.isnan(row[0, i]) else float(row[0, i]),
-                features[i].unit,
-                round(float(attributions[i]), 6),
-            )
-            for i in order
-        ],
-        missing=[f.name for f, v in zip(features, row[0]) if math.isnan(v)],
+        experts_used={names[int(e)]: round(float(w), 6) for e, w in used},
+        top_features=top_features(model, row[0], attribute(model, values, chosen), chosen, top),
+        missing=[f.name for f, v in zip(model.schema.features, row[0]) if math.isnan(v)],
     )

@@ -80,16 +80,8 @@ def fit_network(
     history = FitHistory([], [], [])
     network.train()
     for epoch in range(config.epochs):
-        totals = np.zeros(3)
-        for batch in torch.randperm(len(x), generator=order).split(config.batch_size):
-            out: DecisionOutput = network(x[batch])
-            task = functional.binary_cross_entropy_with_logits(out.logits, y[batch])
-            loss = task + config.aux_weight * out.aux_loss
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            dropped = out.moe.dropped if out.moe is not None else 0
-            totals += [task.item() * len(batch), out.aux_loss.item() * len(batch), dropped]
+        batches = torch.randperm(len(x), generator=order).split(config.batch_size)
+        totals = _epoch(network, optimiser, x, y, batches, config.aux_weight)
         history.loss.append(totals[0] / len(x))
         history.aux_loss.append(totals[1] / len(x))
         history.dropped.append(int(totals[2]))
@@ -97,6 +89,28 @@ def fit_network(
             on_epoch(epoch, history.loss[-1])
     network.eval()
     return network, history
+
+
+def _epoch(
+    network: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: tuple[torch.Tensor, ...],
+    aux_weight: float,
+) -> np.ndarray:
+    """One pass; returns summed task loss, summed aux loss and dropped assignments."""
+    totals = np.zeros(3)
+    for batch in batches:
+        out: DecisionOutput = network(x[batch])
+        task = functional.binary_cross_entropy_with_logits(out.logits, y[batch])
+        loss = task + aux_weight * out.aux_loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        dropped = out.moe.dropped if out.moe is not None else 0
+        totals += [task.item() * len(batch), out.aux_loss.item() * len(batch), dropped]
+    return totals
 
 
 @torch.no_grad()
