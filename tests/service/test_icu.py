@@ -75,3 +75,37 @@ def test_clinician_sees_its_wards_only_and_acknowledging_is_audited(api: Api) ->
     resource = f"icu/alert/{alert['id']}"
     assert ("clinician-2", "icu.alert.acknowledge", resource, "denied") in audit_actions(api)
     assert ("clinician-1", "icu.alert.acknowledge", resource, "ok") in audit_actions(api)
+
+
+def test_alert_reaches_a_second_users_live_socket_within_a_second(api: Api) -> None:
+    import time
+
+    api.client.put("/api/icu/wards/ICU3/members/clinician-1", headers=api.admin)
+    other = add_token(api.db, api.settings, "clinician-9", "clinician")
+    api.client.put("/api/icu/wards/ICU9/members/clinician-9", headers=api.admin)
+    token = api.clinician["Authorization"].split()[1]
+    with api.client.websocket_connect("/api/icu/live") as mine, \
+            api.client.websocket_connect("/api/icu/live") as theirs:  # fmt: skip
+        mine.send_json({"type": "join", "token": token})
+        assert mine.receive_json() == {"type": "joined", "wards": ["ICU3"]}
+        theirs.send_json({"type": "join", "token": other["Authorization"].split()[1]})
+        assert theirs.receive_json()["wards"] == ["ICU9"]
+        events: list[dict[str, Any]] = []
+        for index, (code, value, unit) in enumerate(DETERIORATING):
+            sent = time.monotonic()
+            response = api.client.post(
+                "/api/icu/wards/ICU3/beds/B2/observations",
+                json=observation(code, value, unit, f"l{index}"), headers=api.admin,
+            )  # fmt: skip
+            if response.json()["news2_minimum"] >= 7:  # this observation crossed NEWS2 7
+                while not any(e["type"] == "alert" and e["level"] == "emergency" for e in events):
+                    events.append(mine.receive_json())
+                assert time.monotonic() - sent < 1.0  # crossing POST sent -> second user's view
+                break
+        alert = next(e for e in events if e["type"] == "alert" and e["level"] == "emergency")
+        assert alert["bed_id"] == "ICU3/B2" and alert["acknowledged_by"] is None
+        theirs.send_json({"type": "ping"})
+        assert theirs.receive_json() == {"type": "pong"}  # nothing of ICU3 came before it
+    with api.client.websocket_connect("/api/icu/live") as refused:
+        refused.send_json({"type": "join", "token": "mvt_bogus"})
+        assert refused.receive_json()["type"] == "error"

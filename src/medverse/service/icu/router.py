@@ -1,11 +1,14 @@
-"""``/api/icu``: FHIR observations in; beds, NEWS2 and alerts out; a clinician sees its wards."""
+"""``/api/icu``: FHIR in; beds, NEWS2, alerts and a live socket out; a clinician sees its wards."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
 from medverse.core.errors import InputError
 from medverse.icu.alerts import Alert
@@ -13,10 +16,11 @@ from medverse.icu.fhir import FhirError, read_observation
 from medverse.icu.parameters import PARAMETERS
 from medverse.icu.pipeline import StorageError
 from medverse.service.audit.store import Outcome
-from medverse.service.auth.security import Principal, require_role
-from medverse.service.deps import AuditDep, PrincipalDep
+from medverse.service.auth.security import Principal, authenticate, require_role
+from medverse.service.deps import AuditDep, PrincipalDep, Services
 from medverse.service.errors import ForbiddenError, NotFoundError
-from medverse.service.icu.runtime import RuntimeDep
+from medverse.service.icu.live import LiveHub, Subscriber
+from medverse.service.icu.runtime import RuntimeDep, runtime_of
 from medverse.service.icu.schemas import AlertPublic, BedPublic, MembershipPublic, ScorePublic
 from medverse.service.schemas import ErrorPublic
 from medverse.service.tables import Role
@@ -24,6 +28,7 @@ from medverse.service.tables import Role
 router = APIRouter(prefix="/api/icu", tags=["icu"])
 _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorPublic} for c in (401, 403, 404)}
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+JOIN_TIMEOUT_S = 10.0
 
 
 def _check_ward(runtime: RuntimeDep, principal: Principal, ward: str) -> None:
@@ -126,3 +131,57 @@ def add_member(
         require_role(principal, Role.ADMIN)
         runtime.store.set_member(user, ward)
     return MembershipPublic(user=user, wards=runtime.store.wards_of(user))
+
+
+@router.websocket("/live")
+async def live(websocket: WebSocket) -> None:
+    """Live scores and alerts of your wards: send ``{"type": "join", "token": ...}`` first.
+
+    Then ``{"type": "alert", ...}`` and ``{"type": "scores", "items": [...]}`` arrive as
+    batches are committed; ``{"type": "ping"}`` is answered with ``{"type": "pong"}``.
+    """
+    await websocket.accept()
+    services: Services = websocket.app.state.services
+    try:
+        join = json.loads(await asyncio.wait_for(websocket.receive_text(), JOIN_TIMEOUT_S))
+        token = str(join["token"]) if join.get("type") == "join" else ""
+    except (TimeoutError, ValueError, KeyError, TypeError, WebSocketDisconnect):
+        token = ""
+    runtime = runtime_of(websocket.app, services)
+    principal = await run_in_threadpool(_principal, services, token) if token else None
+    if principal is None or principal.role not in (Role.ADMIN, Role.CLINICIAN):
+        await websocket.send_text(json.dumps({"type": "error", "detail": "join refused"}))
+        await websocket.close(4401 if principal is None else 4403)
+        return
+    wards = (
+        None if principal.role == Role.ADMIN else frozenset(runtime.store.wards_of(principal.name))
+    )
+    hub: LiveHub = websocket.app.state.icu_hub
+    subscriber = Subscriber(wards)
+    hub.subscribers.add(subscriber)
+    sender = asyncio.create_task(_send_events(websocket, subscriber))
+    await websocket.send_text(json.dumps({"type": "joined", "wards": sorted(wards or ["*"])}))
+    try:
+        while True:
+            message = json.loads(await websocket.receive_text())
+            if isinstance(message, dict) and message.get("type") == "ping":
+                subscriber.queue.put_nowait(json.dumps({"type": "pong"}))
+    except (WebSocketDisconnect, ValueError, RuntimeError, asyncio.QueueFull):
+        pass
+    finally:
+        hub.subscribers.discard(subscriber)
+        sender.cancel()
+
+
+def _principal(services: Services, token: str) -> Principal | None:
+    pepper = services.settings.token_pepper.get_secret_value()
+    with services.db.reading() as session:
+        return authenticate(session, token, pepper)
+
+
+async def _send_events(websocket: WebSocket, subscriber: Subscriber) -> None:
+    try:
+        while True:
+            await websocket.send_text(await subscriber.queue.get())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
