@@ -9,6 +9,7 @@ alone. Prints ratios against those baselines and writes benchmarks/results/bench
 ``haptic_p99_period_ms: X`` (5k nodes, physics running).
 
     python benchmarks/bench_sim.py [--device cpu|cuda:0] [--seconds 4] [--sizes 1k,5k,20k]
+        [--mesh spleen-mesh/tetmesh.vtu]   # also an organ mesh (posterior tenth held)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from medverse.sim.haptics import HapticLoop, SimulatedDevice
 from medverse.sim.materials import Tissue, material_for
 from medverse.sim.session import RehearsalSession
 from medverse.sim.solver import SolverSettings, TissueSolver
-from medverse.sim.tetmesh import box_mesh
+from medverse.sim.tetmesh import TetMesh, box_mesh, read_tetmesh
 from medverse.sim.tools import SurgicalTool
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,6 +64,25 @@ def build(cells: int, device: str) -> tuple[TissueSolver, SurgicalTool, Simulate
     return solver, tool, SimulatedDevice(path)
 
 
+def build_organ(path: Path, device: str) -> tuple[TissueSolver, SurgicalTool, SimulatedDevice]:
+    """A mesh from ``medverse sim mesh`` (RAS mm): posterior tenth held, anterior point pulled."""
+    mm = read_tetmesh(path)
+    mesh = TetMesh(mm.points * 1e-3, mm.tets)
+    y = mesh.points[:, 1]
+    fixed = np.flatnonzero(y < y.min() + 0.1 * (y.max() - y.min()))
+    settings = SolverSettings(device=device, gravity=(0.0, -9.81, 0.0))
+    solver = TissueSolver(mesh, material_for(Tissue.LIVER), fixed=fixed, settings=settings)
+    tool = SurgicalTool(solver, grasp_radius=0.015, grasp_stiffness=300.0)
+    top = mesh.points[np.argmax(y)]
+    tool.move_to(top)
+    tool.grasp()
+
+    def path_of_tip(t: float) -> np.ndarray:
+        return top + 0.02 * np.array([np.sin(2 * t), 1.0, np.cos(2 * t) - 1.0])
+
+    return solver, tool, SimulatedDevice(path_of_tip)
+
+
 def physics_alone(
     solver: TissueSolver, tool: SurgicalTool, dev: SimulatedDevice, seconds: float
 ) -> tuple[float, float]:
@@ -77,8 +97,10 @@ def physics_alone(
     return steps / wall, steps / max(cpu, 1e-9)
 
 
-def measure_size(label: str, device: str, seconds: float) -> dict[str, float | int]:
-    solver, tool, dev = build(CELLS[label], device)
+def measure_size(
+    label: str, device: str, seconds: float, mesh: Path | None = None
+) -> dict[str, float | int]:
+    solver, tool, dev = build(CELLS[label], device) if mesh is None else build_organ(mesh, device)
     solver.step()  # compile/load kernels outside the timing
     alone, per_cpu_second = physics_alone(solver, tool, dev, seconds)
     with_haptics = RehearsalSession(solver, tool, dev).run(seconds)
@@ -102,6 +124,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--sizes", default="1k,5k,20k")
+    parser.add_argument("--mesh", type=Path, help="also time a `medverse sim mesh` organ mesh")
     args = parser.parse_args()
     wp.init()
     compile_start = time.perf_counter()
@@ -124,8 +147,9 @@ def main() -> None:
         f"p99 {baseline['p99_ms']:.3f} ms"
     )
     sizes = {}
-    for label in args.sizes.split(","):
-        r = measure_size(label, args.device, args.seconds)
+    labels = args.sizes.split(",") + (["organ"] if args.mesh else [])
+    for label in labels:
+        r = measure_size(label, args.device, args.seconds, args.mesh if label == "organ" else None)
         sizes[label] = r
         print(
             f"{label:>3}: {r['nodes']} nodes {r['tetrahedra']} tets | physics "
@@ -152,6 +176,7 @@ def main() -> None:
         "kernel_load_s": compile_s,
         "haptic_alone": baseline,
         "sizes": sizes,
+        "organ_mesh": str(args.mesh) if args.mesh else None,
     }
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
