@@ -30,7 +30,7 @@ def load_ftetwild() -> ModuleType:
             raise
     spec = importlib.util.find_spec("pytetwild")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("pytetwild is not installed: pip install 'medverse[sim]'")
+        raise ModuleNotFoundError("pytetwild is not installed: pip install pytetwild==0.4.2")
     folder = Path(next(iter(spec.submodule_search_locations)))
     library = next(folder.glob("PyfTetWildWrapper*.so"))
     ext_spec = importlib.util.spec_from_file_location("PyfTetWildWrapper", library)
