@@ -93,6 +93,8 @@ class _HaloConv(torch.autograd.Function):
         for k, halo in enumerate(ctx.halos):
             shapes.append(full.shape)
             full = assemble(full, halo, received[2 * k], received[2 * k + 1])
+        # Under autocast the forward ran in the lower precision: differentiate in it too.
+        full, weight = full.to(grad.dtype), weight.to(grad.dtype)
         out_channels = weight.shape[1] * call.groups if call.transposed else weight.shape[0]
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias]
         g_in, g_weight, g_bias = torch.ops.aten.convolution_backward(

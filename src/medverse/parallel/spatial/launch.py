@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import time
 from collections.abc import Callable
@@ -30,7 +31,9 @@ def _child(
         dist.init_process_group(
             "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s)
         )
-        results.put((rank, True, fn(*args)))
+        # Plain pickle, by value: torch's multiprocessing pickler would share tensors through
+        # this process, which may have exited before the parent reads them.
+        results.put((rank, True, pickle.dumps(fn(*args))))
     except Exception as e:  # reported to the parent as text
         results.put((rank, False, f"{type(e).__name__}: {' '.join(str(e).split())}"))
         raise SystemExit(1) from None
@@ -88,7 +91,7 @@ def run_ranks(
             if r not in outcomes or not outcomes[r][0]
         ]
         raise RankFailedError(f"{len(lines)} of {nprocs} ranks failed: " + "; ".join(lines))
-    return [outcomes[r][1] for r in range(nprocs)]
+    return [pickle.loads(outcomes[r][1]) for r in range(nprocs)]
 
 
 def _collect(procs: list[Any], results: Any, deadline: float) -> dict[int, tuple[bool, Any]]:
