@@ -3,6 +3,7 @@ import "./style.css";
 import { Api, type Job, type Study } from "./api";
 import { showStudies } from "./studies";
 import { StudyView } from "./studyview";
+import { showWard } from "./ward";
 
 const TOKEN_KEY = "medverse.token";
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector<T>(selector)!;
@@ -37,6 +38,8 @@ async function signIn(token: string): Promise<void> {
   $("#sign-out").hidden = false;
   const view = new StudyView(api);
   window.medverse.view = view;
+  const ward = new URLSearchParams(location.hash.slice(1)).get("ward");
+  if (ward) return void (await showWard(api, ward));
   await showStudies(api, open);
   const wanted = new URLSearchParams(location.hash.slice(1)).get("study");
   if (wanted) {

@@ -1,0 +1,216 @@
+// Live ward view: one tile per bed (NEWS2 colour band, parameters, sparkline, open alerts),
+// updated over the /api/icu/live socket; a bed's detail shows its trend per parameter.
+import type { Api } from "./api";
+
+type Values = Record<string, number | null>;
+
+interface BedState {
+  bed_id: string;
+  news2: number | null;
+  minimum: number;
+  completeness: string;
+  risk: string | null;
+  values: Values;
+  history: { at: number; news2: number; values: Values }[];
+}
+
+interface AlertState {
+  id: number;
+  bed_id: string;
+  ward: string;
+  level: string;
+  reason: string;
+  acknowledged_by: string | null;
+  resolved_at: number | null;
+}
+
+interface ScoreItem {
+  bed_id: string;
+  observed_at: number;
+  news2: number | null;
+  news2_minimum: number;
+  completeness: string;
+  risk: string | null;
+  values: Values;
+}
+
+const PARAMETERS: [string, string][] = [
+  ["respiration_rate", "RR"], ["spo2", "SpO2"], ["supplemental_oxygen", "O2"],
+  ["systolic_bp", "SBP"], ["pulse", "HR"], ["consciousness", "ACVPU"], ["temperature", "T"],
+];
+const ACVPU = ["A", "C", "V", "P", "U"];
+const HISTORY = 60;
+
+function band(bed: BedState): string {
+  const score = bed.news2 ?? bed.minimum;
+  if (score >= 7) return "high";
+  if (score >= 5) return "medium";
+  return bed.risk === "low-medium" ? "low-medium" : "low";
+}
+
+function show(value: number | null | undefined, key: string): string {
+  if (value === null || value === undefined) return "–";
+  if (key === "consciousness") return ACVPU[Math.round(value)] ?? "?";
+  if (key === "supplemental_oxygen") return value >= 0.5 ? "O2" : "air";
+  return String(Math.round(value * 10) / 10);
+}
+
+function sparkline(points: number[], width = 120, height = 28): string {
+  if (points.length < 2) return `<svg class="spark" width="${width}" height="${height}"></svg>`;
+  const low = Math.min(...points);
+  const high = Math.max(...points, low + 1);
+  const step = width / (points.length - 1);
+  const xy = points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - ((p - low) / (high - low)) * (height - 4)).toFixed(1)}`);
+  return `<svg class="spark" width="${width}" height="${height}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="${xy.join(" ")}"/></svg>`;
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export class WardView {
+  readonly beds = new Map<string, BedState>();
+  readonly alerts = new Map<number, AlertState>();
+  socket: WebSocket | null = null;
+  live = false;
+  detail: string | null = null;
+
+  constructor(readonly api: Api, readonly ward: string, readonly root: HTMLElement) {}
+
+  private async get<T>(path: string): Promise<T> {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${this.api.token}` } });
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return (await response.json()) as T;
+  }
+
+  async start(): Promise<void> {
+    const ward = encodeURIComponent(this.ward);
+    const beds = await this.get<(ScoreItem & { ward: string; bed: string; news2_total: number | null })[]>(
+      `/api/icu/wards/${ward}/beds`,
+    );
+    for (const b of beds) {
+      this.score({ ...b, bed_id: `${b.ward}/${b.bed}`, news2: b.news2_total, news2_minimum: b.news2_minimum });
+    }
+    for (const a of await this.get<AlertState[]>("/api/icu/alerts")) this.alert(a);
+    this.connect();
+    this.render();
+  }
+
+  private connect(): void {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/api/icu/live`);
+    this.socket = socket;
+    socket.onopen = () => socket.send(JSON.stringify({ type: "join", token: this.api.token }));
+    socket.onmessage = (event) => {
+      const message = JSON.parse(String(event.data));
+      if (message.type === "joined") this.live = true;
+      if (message.type === "alert") this.alert(message as AlertState);
+      if (message.type === "scores") for (const item of message.items as ScoreItem[]) this.score(item);
+      this.render();
+    };
+    socket.onclose = () => {
+      this.live = false;
+      setTimeout(() => this.connect(), 2000);
+    };
+  }
+
+  private score(item: ScoreItem): void {
+    if (!item.bed_id.startsWith(`${this.ward}/`)) return;
+    const bed = this.beds.get(item.bed_id) ?? {
+      bed_id: item.bed_id, news2: null, minimum: 0, completeness: "incomplete", risk: null,
+      values: {}, history: [],
+    };
+    bed.values = { ...bed.values, ...item.values };
+    bed.news2 = item.news2;
+    bed.minimum = item.news2_minimum;
+    bed.completeness = item.completeness;
+    bed.risk = item.risk;
+    bed.history.push({ at: item.observed_at, news2: item.news2 ?? item.news2_minimum, values: { ...bed.values } });
+    if (bed.history.length > HISTORY) bed.history.shift();
+    this.beds.set(item.bed_id, bed);
+  }
+
+  private alert(alert: AlertState): void {
+    if (alert.ward !== this.ward) return;
+    if (alert.resolved_at !== null) this.alerts.delete(alert.id);
+    else this.alerts.set(alert.id, alert);
+  }
+
+  async acknowledge(id: number): Promise<void> {
+    const response = await fetch(`/api/icu/alerts/${id}/acknowledge`, {
+      method: "POST", headers: { Authorization: `Bearer ${this.api.token}` },
+    });
+    if (!response.ok) throw new Error(`acknowledge: HTTP ${response.status}`);
+    this.alert((await response.json()) as AlertState);
+    this.render();
+  }
+
+  render(): void {
+    const tiles = [...this.beds.values()].sort((a, b) => a.bed_id.localeCompare(b.bed_id)).map((bed) => {
+      const alerts = [...this.alerts.values()].filter((a) => a.bed_id === bed.bed_id);
+      const score = bed.news2 !== null ? `NEWS2 ${bed.news2}` : `${bed.completeness} ≥${bed.minimum}`;
+      const params = PARAMETERS.map(([key, label]) => `<span>${label} ${show(bed.values[key], key)}</span>`).join(" ");
+      const alertHtml = alerts.map((a) => `<div class="ward-alert" data-alert-id="${a.id}" data-level="${a.level}">
+          ${escapeHtml(a.level)}: ${escapeHtml(a.reason)}
+          ${a.acknowledged_by ? `<em>acknowledged by ${escapeHtml(a.acknowledged_by)}</em>` : `<button class="ack" data-alert-id="${a.id}">Acknowledge</button>`}
+        </div>`).join("");
+      return `<div class="bed-tile band-${band(bed)}" data-bed="${escapeHtml(bed.bed_id)}">
+          <strong>${escapeHtml(bed.bed_id.split("/")[1] ?? bed.bed_id)}</strong> <span class="news2">${score}</span>
+          <div class="params">${params}</div>${sparkline(bed.history.map((h) => h.news2))}${alertHtml}</div>`;
+    });
+    this.root.innerHTML = `<h2>Ward ${escapeHtml(this.ward)} ${this.live ? "(live)" : "(connecting)"}</h2>
+      <div class="ward-grid">${tiles.join("")}</div><div id="bed-detail">${this.detailHtml()}</div>`;
+    this.root.querySelectorAll<HTMLButtonElement>("button.ack").forEach((button) => {
+      button.onclick = (event) => {
+        event.stopPropagation();
+        void this.acknowledge(Number(button.dataset.alertId));
+      };
+    });
+    this.root.querySelectorAll<HTMLElement>(".bed-tile").forEach((tile) => {
+      tile.onclick = () => {
+        this.detail = tile.dataset.bed ?? null;
+        this.render();
+      };
+    });
+  }
+
+  private detailHtml(): string {
+    const bed = this.detail ? this.beds.get(this.detail) : undefined;
+    if (!bed) return "";
+    const rows = PARAMETERS.map(([key, label]) => {
+      const points = bed.history.map((h) => h.values[key]).filter((v): v is number => typeof v === "number");
+      return `<div class="trend"><span>${label}</span>${sparkline(points, 320, 48)}<span>${show(bed.values[key], key)}</span></div>`;
+    });
+    return `<h3>${escapeHtml(bed.bed_id)}: trends</h3>${rows.join("")}`;
+  }
+}
+
+const STYLE = `
+#ward .ward-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 8px; }
+#ward .bed-tile { border: 2px solid #888; border-left-width: 10px; padding: 6px; cursor: pointer; }
+#ward .band-low { border-color: #4caf50; } #ward .band-low-medium { border-color: #ffc107; }
+#ward .band-medium { border-color: #ff9800; } #ward .band-high { border-color: #f44336; }
+#ward .params span { margin-right: 6px; font-size: 0.85em; }
+#ward .ward-alert { background: #fdecea; margin-top: 4px; padding: 3px; font-size: 0.85em; }
+#ward .trend { display: flex; gap: 8px; align-items: center; }
+`;
+
+export async function showWard(api: Api, ward: string): Promise<WardView> {
+  for (const id of ["signin", "studies", "viewer"]) {
+    const section = document.getElementById(id);
+    if (section) section.hidden = true;
+  }
+  let root = document.getElementById("ward");
+  if (!root) {
+    root = document.createElement("section");
+    root.id = "ward";
+    document.body.appendChild(root);
+    const style = document.createElement("style");
+    style.textContent = STYLE;
+    document.head.appendChild(style);
+  }
+  const view = new WardView(api, ward, root);
+  (window as unknown as { medverseWard: WardView }).medverseWard = view;
+  await view.start();
+  return view;
+}
