@@ -9,7 +9,7 @@ alone. Prints ratios against those baselines and writes benchmarks/results/bench
 ``haptic_p99_period_ms: X`` (5k nodes, physics running).
 
     python benchmarks/bench_sim.py [--device cpu|cuda:0] [--seconds 4] [--sizes 1k,5k,20k]
-        [--mesh spleen-mesh/tetmesh.vtu]   # also an organ mesh (posterior tenth held)
+        [--mesh liver-mesh/tetmesh.vtu]   # also an organ mesh (posterior half held)
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ def build(cells: int, device: str) -> tuple[TissueSolver, SurgicalTool, Simulate
 
 
 def build_organ(path: Path, device: str) -> tuple[TissueSolver, SurgicalTool, SimulatedDevice]:
-    """A mesh from ``medverse sim mesh`` (RAS mm): posterior tenth held, anterior point pulled."""
+    """A mesh from ``medverse sim mesh`` (RAS mm) on its bed: posterior half held, front pulled."""
     mm = read_tetmesh(path)
     mesh = TetMesh(mm.points * 1e-3, mm.tets)
     y = mesh.points[:, 1]
-    fixed = np.flatnonzero(y < y.min() + 0.1 * (y.max() - y.min()))
+    fixed = np.flatnonzero(y < y.min() + 0.5 * (y.max() - y.min()))
     settings = SolverSettings(device=device, gravity=(0.0, -9.81, 0.0))
     solver = TissueSolver(mesh, material_for(Tissue.LIVER), fixed=fixed, settings=settings)
     tool = SurgicalTool(solver, grasp_radius=0.015, grasp_stiffness=300.0)
@@ -104,10 +104,11 @@ def measure_size(
     solver.step()  # compile/load kernels outside the timing
     alone, per_cpu_second = physics_alone(solver, tool, dev, seconds)
     with_haptics = RehearsalSession(solver, tool, dev).run(seconds)
-    assert np.isfinite(solver.positions()).all() and solver.inverted_count() == 0
+    assert np.isfinite(solver.positions()).all()
     return {
         "nodes": solver.n_nodes,
         "tetrahedra": len(solver.mesh.tets),
+        "inverted_tets_at_end": solver.inverted_count(),
         "physics_alone_steps_per_s": alone,
         "physics_steps_per_cpu_s": per_cpu_second,
         "physics_steps_per_s": with_haptics.physics_steps_per_s,
@@ -158,7 +159,7 @@ def main() -> None:
             f"{r['physics_steps_per_cpu_s']:.1f} per CPU-second) | haptic "
             f"median {r['haptic_median_ms']:.3f} ms p99 {r['haptic_p99_ms']:.3f} ms "
             f"(p99 ratio vs alone {r['haptic_p99_ms'] / baseline['p99_ms']:.2f}) "
-            f"rate {r['haptic_rate_hz']:.0f} Hz"
+            f"rate {r['haptic_rate_hz']:.0f} Hz | inverted tets at end {r['inverted_tets_at_end']}"
         )
     stamp = datetime.now(UTC).strftime("%Y%m%d")
     device_name = args.device.replace(":", "")
