@@ -60,6 +60,8 @@ def test_model_file_round_trips_and_bad_files_are_named(
     model = load_decision_model(quick_model_path)
     assert model.card["training_sites"] == ["cleveland", "hungarian"]
     assert quick_model_path.with_suffix(".md").read_text().startswith("# Model card")
+    curves = quick_model_path.with_name("heart_disease_curves.png")
+    assert curves.read_bytes()[:4] == b"\x89PNG"
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match=r"junk\.pt"):

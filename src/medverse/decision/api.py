@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,8 +12,9 @@ import numpy as np
 
 from medverse.core.errors import InputError
 from medverse.decision.calibration import PlattScaling
-from medverse.decision.candidates import ModelKind, NetworkScorer, fit_scorer, out_of_fold_logits
+from medverse.decision.candidates import ModelKind, build_moe, out_of_fold_logits
 from medverse.decision.data import load_task
+from medverse.decision.encoding import Encoder
 from medverse.decision.evaluation import auroc
 from medverse.decision.model_file import (
     DecisionModel,
@@ -23,7 +25,7 @@ from medverse.decision.model_file import (
 from medverse.decision.moe import MoEClassifier, MoEConfig, parameter_count
 from medverse.decision.predict import Decision, predict_record
 from medverse.decision.schema import TaskSchema, task_schema
-from medverse.decision.training import FitConfig
+from medverse.decision.training import FitConfig, fit_network, plot_history
 from medverse.io.atomic import write_text_atomic
 
 
@@ -44,7 +46,8 @@ def train_decision_model(
     Args:
         task: ``heart_disease`` or ``heart_failure``.
         data_root: The shared data folder.
-        out: Model file to write (``.pt``); the card goes beside it as ``.md``.
+        out: Model file to write (``.pt``); the card goes beside it as ``.md`` and the
+            final fit's loss curves as ``<stem>_curves.png``.
         train_sites: Sites to train on (all sites of the task when None).
         fit: Optimiser settings.
         moe: Network shape and routing.
@@ -58,16 +61,22 @@ def train_decision_model(
     sites = tuple(train_sites or table.schema.sites)
     train = table.select(sites)
     oof = out_of_fold_logits(ModelKind.MOE, train, fit, moe, folds)
-    scorer = fit_scorer(ModelKind.MOE, train, fit, moe)
-    assert isinstance(scorer, NetworkScorer) and isinstance(scorer.network, MoEClassifier)
-    card = _card(table.schema, train.labels, sites, oof, scorer.network, train.missing_fraction())
-    card["fit"], card["moe"] = vars(fit), vars(moe)
-    model = DecisionModel(
-        table.schema, scorer.encoder, scorer.network, PlattScaling.fit(oof, train.labels), card
-    )
+    encoder = Encoder.fit(train.schema, train.features)
+    values = encoder.transform(train.features)
+    network, history = fit_network(lambda: build_moe(encoder, moe), values, train.labels, fit)
+    assert isinstance(network, MoEClassifier)
+    card = _card(table.schema, train.labels, sites, oof, network, train.missing_fraction())
+    card["fit"], card["moe"] = dataclasses.asdict(fit), dataclasses.asdict(moe)
+    model = DecisionModel(table.schema, encoder, network, PlattScaling.fit(oof, train.labels), card)
     save_decision_model(model, out)
     write_text_atomic(Path(out).with_suffix(".md"), model_card_markdown(model))
+    plot_history(history, Path(out).with_name(f"{Path(out).stem}_curves.png"), schema_title(model))
     return model
+
+
+def schema_title(model: DecisionModel) -> str:
+    """Plot title: the model and its training sites."""
+    return f"{model.name}: {', '.join(model.card['training_sites'])}"
 
 
 def _card(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from torch.nn import functional
 
 from medverse.core.errors import InputError
 from medverse.decision.moe import DecisionOutput
+from medverse.io.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,28 @@ def _epoch(
         dropped = out.moe.dropped if out.moe is not None else 0
         totals += [task.item() * len(batch), out.aux_loss.item() * len(batch), dropped]
     return totals
+
+
+def plot_history(history: FitHistory, path: Path, title: str) -> Path:
+    """Write the per-epoch task loss, balance loss and dropped assignments as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history.loss) + 1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(epochs, history.loss, label="BCE (train)")
+    top.plot(epochs, history.aux_loss, label="load-balancing loss")
+    top.set(ylabel="loss", title=title)
+    top.legend(fontsize=8)
+    bottom.plot(epochs, history.dropped, color="tab:red")
+    bottom.set(xlabel="epoch", ylabel="assignments dropped")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 @torch.no_grad()
