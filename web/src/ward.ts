@@ -1,6 +1,11 @@
 // Live ward view: one tile per bed (NEWS2 colour band, parameters, sparkline, open alerts),
 // updated over the /api/icu/live socket; a bed's detail shows its trend per parameter.
 import type { Api } from "./api";
+import type { components } from "./generated/openapi";
+
+// REST bodies come from the served schema; the live socket's events reuse them.
+type AlertState = components["schemas"]["AlertPublic"];
+type BedRow = components["schemas"]["BedPublic"];
 
 type Values = Record<string, number | null>;
 
@@ -12,16 +17,6 @@ interface BedState {
   risk: string | null;
   values: Values;
   history: { at: number; news2: number; values: Values }[];
-}
-
-interface AlertState {
-  id: number;
-  bed_id: string;
-  ward: string;
-  level: string;
-  reason: string;
-  acknowledged_by: string | null;
-  resolved_at: number | null;
 }
 
 interface ScoreItem {
@@ -85,11 +80,12 @@ export class WardView {
 
   async start(): Promise<void> {
     const ward = encodeURIComponent(this.ward);
-    const beds = await this.get<(ScoreItem & { ward: string; bed: string; news2_total: number | null })[]>(
-      `/api/icu/wards/${ward}/beds`,
-    );
-    for (const b of beds) {
-      this.score({ ...b, bed_id: `${b.ward}/${b.bed}`, news2: b.news2_total, news2_minimum: b.news2_minimum });
+    for (const b of await this.get<BedRow[]>(`/api/icu/wards/${ward}/beds`)) {
+      this.score({
+        bed_id: `${b.ward}/${b.bed}`, observed_at: b.observed_at, news2: b.news2_total,
+        news2_minimum: b.news2_minimum, completeness: b.completeness, risk: b.risk ?? null,
+        values: b.values,
+      });
     }
     for (const a of await this.get<AlertState[]>("/api/icu/alerts")) this.alert(a);
     this.connect();
