@@ -24,6 +24,7 @@ from medverse.service.db import Database
 from medverse.service.errors import BadRequestError, ConflictError
 from medverse.service.storage import Storage
 from medverse.service.studies.archive import ArchiveLimits, expand_archives
+from medverse.service.studies.scrub import scrub_nifti
 from medverse.service.studies.uploads import ReceivedFile
 from medverse.service.studies.validate import Batch, DicomObject, classify
 from medverse.service.tables import Instance, Series, Study, StudyKind
@@ -191,9 +192,8 @@ class Ingestor:
         assert batch.nifti is not None
         name = "image.nii.gz" if batch.nifti.name.endswith(".gz") else "image.nii"
         target = self.storage.study_dir(study.id) / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(batch.nifti, target)
         moves.files.append(target)
+        scrub_nifti(batch.nifti, target)  # the stored copy is what researchers receive
         session.add(
             Series(
                 study_id=study.id,
