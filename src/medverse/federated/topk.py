@@ -1,0 +1,104 @@
+"""Top-K compression with error feedback: SecAgg-compatible shared indices, and per-site Top-K."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medverse.core.errors import ConfigError
+
+
+def serialised_nbytes(arrays: Sequence[np.ndarray]) -> int:
+    """Bytes the arrays take on the wire, serialised as Flower does (``np.save``, no pickle)."""
+    total = 0
+    for array in arrays:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        total += buffer.getbuffer().nbytes
+    return total
+
+
+def shared_indices(
+    previous_aggregate: np.ndarray | None, k: int, random_share: float, seed: int, round_: int
+) -> np.ndarray:
+    """Coordinates every site sends this round, computable by each site from public data only.
+
+    ``k * (1 - random_share)`` indices are the largest ``|previous_aggregate|`` entries (the
+    aggregate every site received last round); the rest are drawn with a generator seeded by
+    ``(seed, round_)`` from the remaining coordinates, so coordinates that were small once still
+    get refreshed. With no previous aggregate (round 1) all ``k`` are random.
+
+    Args:
+        previous_aggregate: Last round's flat global update (zeros of the model size in
+            round 1, which makes every index random).
+        k: Number of coordinates to send.
+        random_share: Fraction of ``k`` drawn at random, in [0, 1].
+        seed: Seed agreed by all sites (from the run config).
+        round_: The current round number.
+
+    Returns:
+        Sorted int64 indices, identical at every site for the same inputs.
+    """
+    if previous_aggregate is None:
+        raise ConfigError("shared_indices needs the previous aggregate (zeros in round 1)")
+    size = previous_aggregate.size
+    if not 0 < k <= size:
+        raise ConfigError(f"Top-K k must be in 1..{size}, got {k}")
+    if not 0.0 <= random_share <= 1.0:
+        raise ConfigError(f"random_share must be in [0, 1], got {random_share}")
+    flat = np.abs(previous_aggregate.ravel())
+    n_top = 0 if not flat.any() else round(k * (1.0 - random_share))
+    top = np.argsort(-flat, kind="stable")[:n_top]
+    rest = np.setdiff1d(np.arange(size), top, assume_unique=True)
+    rng = np.random.default_rng([seed, round_])
+    extra = rng.choice(rest, size=k - n_top, replace=False)
+    return np.sort(np.concatenate([top, extra]).astype(np.int64))
+
+
+def per_site_topk(flat_update: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest-magnitude coordinates of one site's update: (int32 indices, values)."""
+    if not 0 < k <= flat_update.size:
+        raise ConfigError(f"Top-K k must be in 1..{flat_update.size}, got {k}")
+    idx = np.argpartition(-np.abs(flat_update), k - 1)[:k]
+    idx = np.sort(idx)
+    return idx.astype(np.int32), flat_update[idx].astype(np.float32)
+
+
+@dataclass
+class ErrorFeedback:
+    """A site's local residual: what Top-K dropped is added back before the next selection.
+
+    The residual never leaves the site.
+    """
+
+    size: int
+    residual: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.residual = np.zeros(self.size, dtype=np.float64)
+
+    def compress_shared(self, flat_update: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Values at the agreed ``indices`` of update + residual; the rest becomes the residual."""
+        corrected = self.residual + flat_update.ravel()
+        values = corrected[indices].astype(np.float32)
+        corrected[indices] = 0.0
+        self.residual = corrected
+        return values
+
+    def compress_topk(self, flat_update: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Plain per-site Top-K of update + residual (indices differ between sites)."""
+        corrected = self.residual + flat_update.ravel()
+        idx, values = per_site_topk(corrected, k)
+        corrected[idx] = 0.0
+        self.residual = corrected
+        return idx, values
+
+
+def densify(indices: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Scatter sparse ``values`` at ``indices`` into a zero vector of length ``size``."""
+    dense = np.zeros(size, dtype=np.float64)
+    np.add.at(dense, indices, values)
+    return dense

@@ -1,0 +1,111 @@
+"""Pure aggregation maths: FedAvg, FedProx term, Top-K with error feedback, bytes, central DP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medverse.core.errors import ConfigError
+from medverse.federated.aggregation import fedavg, proximal_term
+from medverse.federated.dp import clip_to_norm, epsilon_spent, noisy_mean
+from medverse.federated.topk import (
+    ErrorFeedback,
+    densify,
+    per_site_topk,
+    serialised_nbytes,
+    shared_indices,
+)
+
+
+def test_fedavg_weights_by_examples() -> None:
+    a = [np.full((2, 3), 1.0), np.array([0.0])]
+    b = [np.full((2, 3), 4.0), np.array([3.0])]
+    out = fedavg([a, b], [100, 200])
+    np.testing.assert_allclose(out[0], np.full((2, 3), 3.0))
+    np.testing.assert_allclose(out[1], [2.0])
+
+
+def test_fedavg_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ConfigError, match="site 1 sent shapes"):
+        fedavg([[np.zeros(3)], [np.zeros(4)]], [1, 1])
+
+
+def test_proximal_term_value_and_gradient() -> None:
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    g = torch.tensor([0.0, 0.0])
+    term = proximal_term([w], [g], mu=0.5)
+    assert term.item() == pytest.approx(0.25 * 5.0)
+    term.backward()
+    assert w.grad is not None
+    np.testing.assert_allclose(w.grad.numpy(), [0.5, 1.0])  # mu * (w - g)
+
+
+def test_shared_indices_identical_across_sites_and_follow_aggregate() -> None:
+    prev = np.zeros(1000)
+    prev[[5, 50, 500]] = [3.0, -9.0, 1.0]
+    idx_site_a = shared_indices(prev, k=10, random_share=0.5, seed=7, round_=2)
+    idx_site_b = shared_indices(prev.copy(), k=10, random_share=0.5, seed=7, round_=2)
+    np.testing.assert_array_equal(idx_site_a, idx_site_b)
+    assert {5, 50, 500} <= set(idx_site_a.tolist())
+    assert len(set(idx_site_a.tolist())) == 10
+    other_round = shared_indices(prev, k=10, random_share=0.5, seed=7, round_=3)
+    assert set(other_round.tolist()) != set(idx_site_a.tolist())  # random share refreshes
+
+
+def test_error_feedback_loses_nothing_over_rounds() -> None:
+    rng = np.random.default_rng(0)
+    size, k = 500, 5
+    ef = ErrorFeedback(size)
+    sent = np.zeros(size)
+    updates = [rng.normal(size=size) for _ in range(30)]
+    prev = np.zeros(size)
+    for r, update in enumerate(updates):
+        idx = shared_indices(prev, k, random_share=0.2, seed=1, round_=r)
+        values = ef.compress_shared(update, idx)
+        sent += densify(idx, values, size)
+        prev = densify(idx, values, size)
+    # Everything not yet sent is still held locally: sent + residual == sum of updates.
+    np.testing.assert_allclose(sent + ef.residual, np.sum(updates, axis=0), atol=1e-5)
+
+
+def test_shared_topk_sums_line_up_while_per_site_topk_does_not() -> None:
+    rng = np.random.default_rng(1)
+    size, k = 2000, 20
+    updates = [rng.normal(size=size) for _ in range(3)]
+    per_site = [per_site_topk(u, k)[0] for u in updates]
+    assert len(set.union(*(set(i.tolist()) for i in per_site))) > k  # sets differ per site
+    idx = shared_indices(np.zeros(size), k, 0.0, seed=3, round_=1)
+    sums = sum(ErrorFeedback(size).compress_shared(u, idx) for u in updates)
+    np.testing.assert_allclose(sums, np.sum(updates, axis=0)[idx], rtol=1e-5)
+
+
+def test_serialised_bytes_of_one_percent_topk_are_over_50x_smaller() -> None:
+    size = 100_000
+    dense = serialised_nbytes([np.zeros(size, dtype=np.float32)])
+    shared = serialised_nbytes([np.zeros(size // 100, dtype=np.float32)])
+    idx, values = per_site_topk(np.arange(size, dtype=np.float32), size // 100)
+    plain = serialised_nbytes([idx, values])
+    assert dense >= 4 * size
+    assert dense / shared > 90  # shared indices: values only
+    assert dense / plain > 45  # per-site Top-K pays for the indices too
+
+
+def test_clip_to_norm() -> None:
+    v = np.array([3.0, 4.0])
+    np.testing.assert_allclose(np.linalg.norm(clip_to_norm(v, 1.0)), 1.0)
+    np.testing.assert_allclose(clip_to_norm(v, 10.0), v)
+
+
+def test_noisy_mean_noise_scale() -> None:
+    updates = [np.zeros(20_000) for _ in range(4)]
+    out = noisy_mean(updates, noise_multiplier=2.0, clip_norm=0.5, seed=0)
+    assert np.std(out) == pytest.approx(2.0 * 0.5 / 4, rel=0.03)
+
+
+def test_epsilon_from_rdp_accountant_grows_with_rounds_and_shrinks_with_noise() -> None:
+    eps_10 = epsilon_spent(1.0, rounds=10, delta=1e-5)
+    assert eps_10 == pytest.approx(19.05, abs=0.1)  # dp_accounting RDP, sigma=1, 10 rounds
+    assert epsilon_spent(1.0, rounds=20, delta=1e-5) > eps_10
+    assert epsilon_spent(4.0, rounds=10, delta=1e-5) < eps_10
+    assert epsilon_spent(0.0, rounds=1, delta=1e-5) == float("inf")
