@@ -35,6 +35,7 @@ const PARAMETERS: [string, string][] = [
 ];
 const ACVPU = ["A", "C", "V", "P", "U"];
 const HISTORY = 60;
+const REFRESH_MS = 5000;
 
 function band(bed: BedState): string {
   const score = bed.news2 ?? bed.minimum;
@@ -79,8 +80,19 @@ export class WardView {
   }
 
   async start(): Promise<void> {
+    await this.refresh();
+    this.connect();
+    this.render();
+    // Writers outside this service process (`medverse icu listen`, replay) are not on the
+    // socket: read the stored state again every few seconds.
+    setInterval(() => void this.refresh().then(() => this.render()), REFRESH_MS);
+  }
+
+  private async refresh(): Promise<void> {
     const ward = encodeURIComponent(this.ward);
     for (const b of await this.get<BedRow[]>(`/api/icu/wards/${ward}/beds`)) {
+      const known = this.beds.get(`${b.ward}/${b.bed}`);
+      if (known && known.history.length && known.history[known.history.length - 1].at >= b.observed_at) continue;
       this.score({
         bed_id: `${b.ward}/${b.bed}`, observed_at: b.observed_at, news2: b.news2_total,
         news2_minimum: b.news2_minimum, completeness: b.completeness, risk: b.risk ?? null,
@@ -88,8 +100,6 @@ export class WardView {
       });
     }
     for (const a of await this.get<AlertState[]>("/api/icu/alerts")) this.alert(a);
-    this.connect();
-    this.render();
   }
 
   private connect(): void {
