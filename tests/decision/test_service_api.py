@@ -48,13 +48,13 @@ def test_out_of_range_value_is_422_naming_the_field_and_audited(api: Api) -> Non
         headers=api.clinician,
     )
     assert answer.status_code == 422
-    [error] = answer.json()["detail"]
+    [error] = answer.json()["errors"]
     assert error["loc"] == ["body", "features", "trestbps"]
     assert error["msg"] == "900 mmHg is outside the valid range 50-260 mmHg"
     unknown = api.client.post(
         "/api/decision/heart_disease/predict", json={"features": {"bmi": 30}}, headers=api.admin
     )
-    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"][-1] == "bmi"
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["loc"][-1] == "bmi"
     assert read_audit(api.db, actor="clinician-1")[0].outcome == "rejected"
 
 

@@ -46,9 +46,9 @@ def test_fhir_observation_is_stored_and_scored_and_bad_input_names_the_field(api
     bad["valueQuantity"]["value"] = "fast"
     refused = api.client.post(url, json=bad, headers=api.admin)
     assert refused.status_code == 422
-    assert refused.json()["detail"][0]["loc"] == ["body", "valueQuantity", "value"]
+    assert refused.json()["errors"][0]["loc"] == ["body", "valueQuantity", "value"]
     unit = api.client.post(url, json=observation("8867-4", 1, "kPa", "o3"), headers=api.admin)
-    assert unit.status_code == 422 and "kPa" in unit.json()["detail"][0]["msg"]
+    assert unit.status_code == 422 and "kPa" in unit.json()["errors"][0]["msg"]
     beds = api.client.get("/api/icu/wards/ICU1/beds", headers=api.admin).json()
     assert [(b["bed"], b["values"]["pulse"]) for b in beds] == [("B1", 135.0)]
 

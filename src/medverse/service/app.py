@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medverse
@@ -17,8 +18,8 @@ from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
 from medverse.service.audit import router as audit_router
 from medverse.service.auth import router as auth_router
-from medverse.service.decision import router as decision_router
 from medverse.service.db import Database, database_url
+from medverse.service.decision import router as decision_router
 from medverse.service.deps import Services
 from medverse.service.errors import install_error_handlers
 from medverse.service.health import router as health_router
@@ -143,7 +144,9 @@ def silence_phi_prone_loggers() -> None:
 class GuardMiddleware:
     """The outer guard: body-size limit, security headers, and a quiet 500 for bugs.
 
-    Bodies announced as too large get 413 before anything is read; every answer is marked
+    Bodies announced as too large get 413 before anything is read, streamed ones as soon as
+    they pass the limit (FastAPI reads a JSON body before it checks the token, so an anonymous
+    caller could otherwise fill the memory); every answer is marked
     not cacheable; an unhandled exception becomes a bare 500 and is logged by type only
     (its message may quote patient data, so the server never logs it).
 
@@ -175,11 +178,30 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, self._counted(scope, receive), send_with_headers)
         except Exception as error:
             _LOG.error("internal error on %s: %s", scope["path"], type(error).__name__)
             if not started:
                 await _send_json(send, 500, "internal server error")
+
+    def _counted(self, scope: Scope, receive: Receive) -> Receive:
+        """Refuse a body, chunked or not, once it is past the limit: the rest is never read.
+
+        Study uploads count their own bytes as they stream them to disk.
+        """
+        if scope["path"] == UPLOAD_PATH:
+            return receive
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_JSON_BYTES:
+                raise HTTPException(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
+            return message
+
+        return counted
 
     def _refusal(self, scope: Scope) -> str | None:
         declared = dict(scope["headers"]).get(b"content-length", b"")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from medverse.core.errors import MedverseError
 from medverse.core.logging import get_logger
 
 _LOG = get_logger(__name__)
+# A validation message is the validator's words, never the input; this caps a custom one.
+MAX_MESSAGE_CHARS = 200
 
 
 class ServiceError(MedverseError):
@@ -64,7 +70,11 @@ class PayloadTooLargeError(ServiceError):
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer ServiceError with its status, MedverseError with 400, anything else with 500."""
+    """Answer ServiceError with its status, MedverseError with 400, anything else with 500.
+
+    A refused request body is answered 422 with ``detail`` one line naming the field and
+    ``errors`` the per-field list, neither quoting the input.
+    """
 
     async def service_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ServiceError)
@@ -77,6 +87,11 @@ def install_error_handlers(app: FastAPI) -> None:
         storage = getattr(request.app.state, "storage", None)
         return JSONResponse({"detail": storage.redact(text) if storage else text}, 400)
 
+    async def invalid_request(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        errors = [_field_error(item) for item in error.errors()]
+        return JSONResponse({"detail": validation_line(errors), "errors": errors}, 422)
+
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:
         # The message may quote file contents: log the kind of error only.
         _LOG.error("internal error: %s", type(error).__name__)
@@ -84,4 +99,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(MedverseError, medverse_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, unexpected)
+
+
+def validation_line(errors: Sequence[Mapping[str, Any]]) -> str:
+    """One line for a refused request: the first field's place and problem, and how many more.
+
+    Args:
+        errors: ``{"loc": [...], "msg": ...}`` items, the first one named.
+    """
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    line = f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    more = len(errors) - 1
+    return f"{line} (and {more} more problem{'s' if more > 1 else ''})" if more else line
+
+
+def _field_error(item: Mapping[str, Any]) -> dict[str, Any]:
+    """FastAPI's error item without its ``input`` and ``ctx`` (they echo what was sent)."""
+    message = " ".join(str(item.get("msg", "invalid value")).split())
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    return {"loc": list(item.get("loc", ())), "msg": message, "type": item.get("type", "")}
