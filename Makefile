@@ -41,11 +41,12 @@ demo: $(STAMP) web
 	$(BIN)/medverse demo --out $(OUT) --serve
 
 # Debian packages the tests use: Orthanc with its DICOMweb plugin (PACS tests), PostgreSQL
-# (database tests) and Chromium (browser tests, headless via Playwright). apt-get runs only
+# (database tests), Chromium (browser tests, headless via Playwright), dicom3tools (dciodvfy
+# validates every SEG the io tests write), dcmtk and dcm2niix (DICOM tests). apt-get runs only
 # when one is missing, and needs root; without root the PACS and database tests skip (the
 # browser tests fail: they are part of `make test`). A system Orthanc service the package
 # may start is stopped again.
-SYSTEM_PACKAGES := orthanc orthanc-dicomweb postgresql chromium
+SYSTEM_PACKAGES := orthanc orthanc-dicomweb postgresql chromium dicom3tools dcmtk dcm2niix
 system-deps:
 	@missing=""; \
 	for p in $(SYSTEM_PACKAGES); do \

@@ -9,10 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from medverse.core.errors import InputError, MedverseError
+from medverse.core.errors import DicomError, InputError, MedverseError
 from medverse.core.volume import LabelMap, Volume
 from medverse.inference.api import export_labels
 from medverse.inference.outputs import write_outputs
+from medverse.io.dicom.header import read_header
 from medverse.io.mesh import read_glb
 from medverse.io.nifti import read_nifti_labels
 from medverse.io.seg import read_seg
@@ -62,7 +63,11 @@ def test_dicom_bundle_has_a_seg_referencing_the_source(tmp_path: Path) -> None:
     assert seg.Modality == "SEG"
     assert ct.dicom is not None
     assert seg.FrameOfReferenceUID == ct.dicom.frame_of_reference_uid
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.dicom.series_instance_uid
+    # the demo CT leaves Study/Series Instance UID empty: the SEG carries the stand-ins, never ""
+    header = read_header(ct.dicom.files[0])
+    assert ct.dicom.series_instance_uid == "" and header.series_uid.startswith("2.25.")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == header.series_uid
+    assert seg.StudyInstanceUID == header.study_uid != ""
     referenced = {
         i.ReferencedSOPInstanceUID
         for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
@@ -76,16 +81,22 @@ def test_dicom_bundle_has_a_seg_referencing_the_source(tmp_path: Path) -> None:
     assert report["study"] == {"modality": "CT", "description": "CT Body 3.0"}  # UID is empty
 
 
+def _off_grid(labels: LabelMap) -> LabelMap:
+    moved = labels.affine.copy()
+    moved[2, 3] += 3.0
+    return LabelMap(labels.array, moved, labels=labels.labels)
+
+
 def test_a_failing_writer_leaves_the_folder_as_it_was(
     hippo: tuple[Volume, LabelMap], tmp_path: Path
 ) -> None:
-    """A NIfTI image cannot source a DICOM SEG: the last writer fails after the others ran."""
+    """Labels off the image's grid: the overview writer fails after report and labels ran."""
     image, labels = hippo
     (tmp_path / "notes.txt").write_text("keep me")
     (tmp_path / "report.json").write_text('{"old": true}')
     before = _listing(tmp_path)
     with pytest.raises(MedverseError):
-        write_outputs(image, labels, tmp_path, source_is_dicom=True)
+        write_outputs(image, _off_grid(labels), tmp_path, source_is_dicom=False)
     assert _listing(tmp_path) == before  # no new, half-written or hidden temporary files
 
 
@@ -94,8 +105,23 @@ def test_a_failed_run_removes_the_folder_it_created(
 ) -> None:
     image, labels = hippo
     with pytest.raises(MedverseError):
-        write_outputs(image, labels, tmp_path / "new" / "out", source_is_dicom=True)
+        write_outputs(image, _off_grid(labels), tmp_path / "new" / "out", source_is_dicom=False)
     assert not (tmp_path / "new" / "out").exists()
+
+
+def test_a_failing_seg_keeps_labels_and_report_and_names_the_seg(
+    hippo: tuple[Volume, LabelMap], tmp_path: Path
+) -> None:
+    """A NIfTI image cannot source a DICOM SEG: the rest of the bundle is still written."""
+    image, labels = hippo
+    with pytest.raises(DicomError, match=r"seg\.dcm: DICOM SEG not written") as failure:
+        write_outputs(image, labels, tmp_path, source_is_dicom=True)
+    assert "labels.nii.gz" in str(failure.value) and "report.json" in str(failure.value)
+    assert read_nifti_labels(tmp_path / "labels.nii.gz").present_labels() == [1, 2]
+    assert json.loads((tmp_path / "report.json").read_text())["structures"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels.nii.gz", "meshes.glb", "overview.png", "report.json"
+    ]  # fmt: skip
 
 
 def test_labels_off_the_image_grid_are_refused(

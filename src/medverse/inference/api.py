@@ -19,6 +19,7 @@ from medverse.inference.outputs import OutputPaths, write_outputs
 from medverse.inference.predictor import Predictor
 from medverse.inference.report import Report, measure
 from medverse.io.dicom import read_image
+from medverse.io.seg import check_seg_source
 from medverse.models.checkpoint import LoadedModel, load_checkpoint
 from medverse.preprocessing.plan import Plan
 
@@ -116,12 +117,15 @@ def segment(
         with step("read", "reading the image"):
             image = read_image(input_path, series_uid)
         check_modality(image, model.plan, input_path)
+        seg_source = check_seg_source(image) if is_dicom(image) else None  # refuse before predict
         predictor = Predictor(model, **options)
         with step("predict", f"segmenting on {predictor.device}"):
             labels = predictor.predict(image)
         report = measure(labels, source=image).model_copy(
             update={"model": _model_info(model, model_path, predictor)}
         )
+        if seg_source is not None:  # the UIDs the SEG is filed under and what it repaired
+            report.study.update(seg_source.report_fields())
         with step("write", "writing labels, SEG, meshes, report, overview"):
             outputs = write_outputs(
                 image,

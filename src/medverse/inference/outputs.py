@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from medverse.core.errors import InputError
+from medverse.core.errors import DicomError, InputError
 from medverse.core.logging import get_logger
 from medverse.core.volume import LabelMap, Volume
 from medverse.inference.overview import render_overview
@@ -85,13 +85,15 @@ def write_outputs(
     Raises:
         InputError: If ``out_dir`` is a file or cannot be written, or the labels are not on
             the image's grid.
-        MedverseError: From a writer (e.g. a DICOM SEG without readable source files).
+        MedverseError: From a writer; nothing is moved in then.
+        DicomError: If only the DICOM SEG failed (it names ``seg.dcm``): every other file of
+            the bundle is in place.
     """
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     staging = _staging_folder(out_dir)
     try:
-        staged = _write_all(
+        staged, seg_error = _write_all(
             image, labels, staging, source_is_dicom, report, modality, (algorithm_name, seg_type)
         )
         final = _move_in(staged, out_dir)
@@ -101,6 +103,12 @@ def write_outputs(
             out_dir.rmdir()
         raise
     shutil.rmtree(staging, ignore_errors=True)
+    if seg_error is not None:  # the rest of the bundle is in place: say so, name the SEG
+        raise DicomError(
+            f"DICOM SEG not written ({seg_error}); {', '.join(p.name for p in final.files())} "
+            "were written",
+            out_dir / SEG_NAME,
+        )
     return final
 
 
@@ -123,22 +131,25 @@ def _write_all(
     report: Report | None,
     modality: str | None,
     seg_options: tuple[str, str | None],
-) -> OutputPaths:
+) -> tuple[OutputPaths, Exception | None]:
     found = bool(labels.present_labels())
     report_path = write_report(report or measure(labels, source=image), folder / REPORT_NAME)
     labels_path = write_nifti(labels, folder / LABELS_NAME)
     overview = render_overview(image, labels, folder / OVERVIEW_NAME, modality=modality)
     meshes = _write_meshes(labels, folder / MESHES_NAME) if found else None
-    seg = None
+    seg, seg_error = None, None
     if source_is_dicom and found:
         algorithm_name, seg_type = seg_options
-        seg = write_seg(
-            labels, image, folder / SEG_NAME, algorithm_name=algorithm_name,
-            segmentation_type=seg_type,
-        )  # fmt: skip
+        try:  # whatever the SEG step does, the labels and the report are kept
+            seg = write_seg(
+                labels, image, folder / SEG_NAME, algorithm_name=algorithm_name,
+                segmentation_type=seg_type,
+            )  # fmt: skip
+        except Exception as error:  # any failure: reported once the rest of the bundle is in
+            seg_error = error
     if not found:
         _LOG.warning("no structure found: no meshes or DICOM SEG written")
-    return OutputPaths(labels_path, seg, meshes, report_path, overview)
+    return OutputPaths(labels_path, seg, meshes, report_path, overview), seg_error
 
 
 def _write_meshes(labels: LabelMap, path: Path) -> Path:

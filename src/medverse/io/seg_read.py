@@ -110,7 +110,9 @@ def _read_on_reference(
             path,
         )
     frames = _frame_sources(seg)
-    if not frames:  # no frame names its source image: fall back to geometry
+    if not frames or len(set(uids)) != len(uids):
+        # no frame names its source image, or one multi-frame source holds every slice (its
+        # frames share one UID): place the frames by their plane positions
         return _paste_on_grid(_read_own_grid(seg, names, meta, path), reference, path)
     missing = {uid for uid, _ in frames} - set(uids)
     if missing:
