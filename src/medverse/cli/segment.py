@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medverse.inference.api import SegmentResult
+    from medverse.inference.batch import StudyOutcome
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", type=Path, help="model checkpoint (.pt)")
-    model.add_argument(  # a MONAI bundle: see segment_with_bundle at the end of this file
+    model.add_argument(  # a folder: medverse.inference.loading.load_model reads it as a bundle
         "--bundle",
         type=Path,
         metavar="DIR",
@@ -150,19 +150,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the segmentation and print where the files went."""
     from medverse.inference.api import segment
 
-    if getattr(args, "bundle", None) is not None:
-        result = segment_with_bundle(args)
-    elif args.many:
+    if args.many:
         return run_many(args)
-    else:
-        result = segment(
-            args.input,
-            model_path=args.model,
-            out_dir=args.out,
-            series_uid=args.series,
-            seg_type=args.seg_type,
-            **speed_options(args),
-        )
+    result = segment(args.input, series_uid=args.series, **_shared_options(args))
     for structure in result.report.structures:
         print(f"{structure.name}: {structure.volume_ml:.2f} mL ({structure.voxel_count} voxels)")
     if not result.report.structures:
@@ -179,50 +169,25 @@ def run_many(args: argparse.Namespace) -> int:
     from medverse.inference.api import segment_folder
 
     outcomes = segment_folder(
-        args.input,
-        model_path=args.model,
-        out_dir=args.out,
-        labels_only=args.labels_only,
-        seg_type=args.seg_type,
-        on_done=_print_outcome,
-        **speed_options(args),
+        args.input, labels_only=args.labels_only, on_done=_print_outcome, **_shared_options(args)
     )
     failed = [o for o in outcomes if o.error is not None]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} studies segmented")
     return 1 if failed else 0
 
 
-def _print_outcome(outcome: Any) -> None:
+def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords `segment` and `segment_folder` both take: model, output, SEG type, speed."""
+    return {
+        "model_path": args.model or args.bundle,
+        "out_dir": args.out,
+        "seg_type": args.seg_type,
+        **speed_options(args),
+    }
+
+
+def _print_outcome(outcome: StudyOutcome) -> None:
     if outcome.error is not None:
         print(f"failed {outcome.error}")
     else:
         print(f"wrote {outcome.out_dir} ({outcome.finished:.1f} s)")
-
-
-# ---- --bundle: a MONAI model-zoo bundle instead of a medverse checkpoint -------------------
-def segment_with_bundle(args: argparse.Namespace) -> SegmentResult:
-    """Segment with a MONAI bundle: its network and a plan derived from its configs.
-
-    The image is put in the bundle's orientation (its ``Orientationd``), predicted by the
-    Predictor, and the labels are mapped back onto the input grid before writing.
-    """
-    import dataclasses
-    import time
-
-    from medverse.inference.api import check_modality, export_labels
-    from medverse.inference.predictor import Predictor
-    from medverse.io.dicom import read_image
-    from medverse.models.bundles.bundle import load_bundle
-
-    start = time.perf_counter()
-    model = load_bundle(args.bundle)
-    image = read_image(args.input, args.series)
-    check_modality(image, model.plan, args.input)
-    predictor = Predictor(model, **speed_options(args))
-    labels = model.restored(predictor.predict(model.oriented(image)), image)
-    predicted = time.perf_counter() - start
-    name = f"MONAI bundle {model.meta['bundle']}"
-    result = export_labels(
-        image, labels, args.out, algorithm_name=name, seg_type=args.seg_type, progress=True
-    )
-    return dataclasses.replace(result, seconds={"predict": predicted, **result.seconds})

@@ -189,6 +189,7 @@ class OnnxBackend:
         self.device = device
         self.provider = provider
         self.name = BackendKind.ONNXRUNTIME
+        self.dtype: torch.dtype | None = None  # the exported graph runs in float32
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

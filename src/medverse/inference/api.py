@@ -12,16 +12,16 @@ from typing import Protocol, TypedDict, Unpack
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from medverse.core.errors import InputError
 from medverse.core.volume import LabelMap, Volume
 from medverse.inference.batch import StudyOutcome, find_studies, segment_many
+from medverse.inference.checks import check_modality, is_dicom
+from medverse.inference.loading import load_model
 from medverse.inference.outputs import OutputPaths, write_outputs
 from medverse.inference.predictor import Predictor
 from medverse.inference.report import Report, measure
 from medverse.io.dicom import read_image
 from medverse.io.seg import check_seg_source
-from medverse.models.checkpoint import LoadedModel, load_checkpoint
-from medverse.preprocessing.plan import Plan
+from medverse.models.checkpoint import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def segment(
     on_step: Callable[[str], None] | None = None,
     **options: Unpack[PredictOptions],
 ) -> SegmentResult:
-    """Segment a DICOM series or NIfTI image with a checkpoint and write the output bundle.
+    """Segment a DICOM series or NIfTI image with a model and write the output bundle.
 
     The bundle in ``out_dir``: ``labels.nii.gz``, ``seg.dcm`` (DICOM input only),
     ``meshes.glb``, ``report.json`` and ``overview.png``; on any failure ``out_dir`` is left
@@ -95,7 +95,8 @@ def segment(
 
     Args:
         input_path: A DICOM folder or file, or a ``.nii``/``.nii.gz`` file.
-        model_path: A checkpoint written by ``save_checkpoint``.
+        model_path: A checkpoint written by ``save_checkpoint``, or a MONAI bundle folder
+            (see `medverse.inference.loading.load_model`).
         out_dir: Output folder, created if needed.
         series_uid: Which series to read when a DICOM folder holds several.
         progress: Show the steps on stderr.
@@ -113,7 +114,7 @@ def segment(
     seconds: dict[str, float] = {}
     with _progress(progress, seconds, on_step) as step:
         with step("model", "loading the model"):
-            model = load_checkpoint(model_path, map_location="cpu")
+            model = load_model(model_path, map_location="cpu")
         with step("read", "reading the image"):
             image = read_image(input_path, series_uid)
         check_modality(image, model.plan, input_path)
@@ -134,7 +135,7 @@ def segment(
                 source_is_dicom=is_dicom(image),
                 report=report,
                 modality=str(model.plan.modality),
-                algorithm_name=f"medverse {model.plan.preset}",
+                algorithm_name=model.title,
                 seg_type=seg_type,
             )
     return SegmentResult(labels, report, outputs, seconds)
@@ -158,7 +159,7 @@ def segment_folder(
 
     Args:
         folder: Holds the studies: ``.nii``/``.nii.gz`` files and DICOM subfolders.
-        model_path: A checkpoint written by ``save_checkpoint``.
+        model_path: A checkpoint written by ``save_checkpoint``, or a MONAI bundle folder.
         out_dir: Output root, created if needed.
         labels_only: Write only ``labels.nii.gz`` per study.
         seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY``.
@@ -172,7 +173,7 @@ def segment_folder(
         MedverseError: For a missing folder, an empty one, or a bad checkpoint or option.
     """
     studies = find_studies(folder)
-    model = load_checkpoint(model_path, map_location="cpu")
+    model = load_model(model_path, map_location="cpu")
     predictor = Predictor(model, **options)
     return segment_many(
         studies, predictor, out_dir, labels_only=labels_only, seg_type=seg_type, on_done=on_done
@@ -217,24 +218,6 @@ def export_labels(
             seg_type=seg_type,
         )
     return SegmentResult(labels, report, outputs, seconds)
-
-
-def is_dicom(image: Volume) -> bool:
-    """Return True if ``image`` was read from a DICOM series (it knows its SOP instances)."""
-    return image.dicom is not None
-
-
-def check_modality(image: Volume, plan: Plan, path: str | Path) -> None:
-    """Refuse an image whose recorded modality is not the one the model was trained on.
-
-    Raises:
-        InputError: If the image says CT and the model is MR (or any other mismatch).
-    """
-    found = image.modality
-    if found and found != str(plan.modality):
-        raise InputError(
-            f"the image is {found} but the model was trained on {plan.modality} images", path
-        )
 
 
 def _model_info(model: LoadedModel, model_path: str | Path, predictor: Predictor) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medverse.core.errors import InputError, MedverseError
 from medverse.core.volume import LabelMap, Volume
+from medverse.inference.checks import check_modality, is_dicom
 from medverse.inference.outputs import LABELS_NAME, write_outputs
 from medverse.inference.predictor import Predictor
 from medverse.inference.report import measure
@@ -119,15 +120,13 @@ def segment_many(
     Returns:
         One outcome per study, in input order.
     """
-    from medverse.inference.api import check_modality, is_dicom
-
     paths = [Path(p) for p in studies]
     root = Path(out_dir)
     start = time.perf_counter()
     outcomes: dict[Path, StudyOutcome] = {}
     images: dict[Path, Volume] = {}
     plan = predictor.plan
-    options = _WriteOptions(labels_only, seg_type, str(plan.modality), f"medverse {plan.preset}")
+    options = _WriteOptions(labels_only, seg_type, str(plan.modality), predictor.model.title)
 
     def record(outcome: StudyOutcome) -> None:
         outcomes[outcome.source] = outcome

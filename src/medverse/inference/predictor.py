@@ -18,7 +18,7 @@ import torch
 
 from medverse.core.errors import ConfigError
 from medverse.core.volume import LabelMap, Volume
-from medverse.engine.backends import BackendKind, NetPrecision, autocast_dtype, make_backend
+from medverse.engine.backends import BackendKind, NetPrecision, make_backend
 from medverse.engine.runner import MIRROR_AXES
 from medverse.engine.sinks import channel_values
 from medverse.engine.sliding import (
@@ -31,14 +31,7 @@ from medverse.engine.sliding import (
 )
 from medverse.models.checkpoint import LoadedModel
 
-__all__ = [
-    "Predictor",
-    "autocast_dtype",
-    "channel_values",
-    "default_batch_size",
-    "mirror_axes",
-    "resolve_device",
-]
+__all__ = ["Predictor", "default_batch_size", "mirror_axes", "resolve_device"]
 
 CUDA_BATCH = 8
 
@@ -74,7 +67,7 @@ class Predictor:
     """Segment Volumes with a loaded model, the way the model's plan preprocessed its training.
 
     Args:
-        model: A checkpoint loaded with ``load_checkpoint`` (or a bundle).
+        model: A checkpoint or a MONAI bundle (`medverse.inference.loading.load_model`).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         overlap: Fraction of overlap between neighbouring windows (0.5 = about 2x the windows
             per axis of 0, i.e. up to 8x the compute in 3D).
@@ -137,11 +130,10 @@ class Predictor:
 
     def describe(self) -> dict[str, str]:
         """The settings, as strings (for reports and benchmark records)."""
-        backend = self.backend
-        precision = getattr(backend, "dtype", None)
+        precision = self.backend.dtype
         return {
             "device": str(self.device),
-            "backend": str(getattr(backend, "name", type(backend).__name__)),
+            "backend": str(self.backend.name),
             "precision": str(precision).removeprefix("torch.") if precision else "fp32",
             "overlap": str(self.overlap),
             "mirror_tta": str(self.mirror_tta).lower(),
@@ -150,16 +142,24 @@ class Predictor:
         }
 
     def predict(self, volume: Volume) -> LabelMap:
-        """Segment ``volume``; the label map has the same shape and affine as the input."""
-        return predict_labels(volume, self.plan, self.backend, self.options, self.device)
+        """Segment ``volume``; the label map has the same shape and affine as the input.
+
+        A bundle's network sees the volume in its orientation; the labels come back onto
+        the input grid.
+        """
+        oriented = self.model.oriented(volume)
+        labels = predict_labels(oriented, self.plan, self.backend, self.options, self.device)
+        return self.model.restored(labels, volume)
 
     def predict_probabilities(self, volume: Volume) -> np.ndarray:
-        """Class probabilities on the input grid, ``(C, *volume.shape)`` float32.
+        """Class probabilities ``(C, *grid)`` float32 on ``model.oriented(volume)``'s grid.
 
+        That is the input grid for a medverse checkpoint (a bundle's may permute the axes).
         Channel 0 is background; channel ``c`` is label value ``channel_values[c]`` (the
         network channels of the plan's labels, ascending).
         """
-        return predict_probabilities(volume, self.plan, self.backend, self.options, self.device)
+        oriented = self.model.oriented(volume)
+        return predict_probabilities(oriented, self.plan, self.backend, self.options, self.device)
 
     def predict_many(
         self, volumes: Iterable[tuple[Any, Volume]], *, in_flight: int = 2
@@ -176,7 +176,7 @@ class Predictor:
         """
         runner = make_runner(self.backend, self.plan, self.options)
         source = iter(volumes)
-        jobs: dict[int, LabelJob] = {}
+        jobs: dict[int, tuple[LabelJob, Volume]] = {}
         more = True
         while more or runner.busy:
             with cpu_glue(self.device):  # not held across a yield: the caller runs between
@@ -184,8 +184,13 @@ class Predictor:
                     item = next(source, None)
                     more = item is not None
                     if item is not None:
-                        job = LabelJob(item[1], self.plan, self.options, self.device, item[0])
-                        jobs[id(job.job)] = job
+                        oriented = self.model.oriented(item[1])
+                        job = LabelJob(oriented, self.plan, self.options, self.device, item[0])
+                        jobs[id(job.job)] = (job, item[1])
                         runner.submit(job.job)
-                finished = [(job.tag, jobs.pop(id(job)).result()) for job in runner.step()]
+                finished = [(job.tag, self._labels(*jobs.pop(id(job)))) for job in runner.step()]
             yield from finished
+
+    def _labels(self, job: LabelJob, volume: Volume) -> LabelMap:
+        """The labels of a finished job, on ``volume``'s grid."""
+        return self.model.restored(job.result(), volume)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import monai
 import torch
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 import medverse
 from medverse.core.errors import ConfigError, ModelError
 from medverse.core.registry import ModelPreset
+from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
 from medverse.models.factory import build_network, resolve_preset
 from medverse.preprocessing.fingerprint import first_error
@@ -24,6 +25,8 @@ from medverse.preprocessing.plan import Plan
 
 FORMAT = "medverse-checkpoint"
 FORMAT_VERSION = 1
+
+V = TypeVar("V", bound=Volume)
 
 
 @dataclass
@@ -54,6 +57,19 @@ class LoadedModel:
     def out_channels(self) -> int:
         """Output channels (classes including background)."""
         return int(self.meta["out_channels"])
+
+    @property
+    def title(self) -> str:
+        """The algorithm name outputs record (e.g. in a DICOM SEG): ``medverse <plan preset>``."""
+        return f"medverse {self.plan.preset}"
+
+    def oriented(self, volume: V) -> V:
+        """The volume as the network expects it; a medverse checkpoint takes any grid as is."""
+        return volume
+
+    def restored(self, labels: LabelMap, like: Volume) -> LabelMap:
+        """Labels predicted on ``oriented(like)``, on ``like``'s grid (unchanged here)."""
+        return labels
 
 
 def save_checkpoint(

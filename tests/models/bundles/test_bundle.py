@@ -29,9 +29,10 @@ from monai.transforms import (
 from medverse.cli.main import main
 from medverse.core.errors import ModelError
 from medverse.core.volume import LabelMap
+from medverse.inference.loading import load_model
 from medverse.inference.predictor import Predictor
 from medverse.io.nifti import read_nifti, read_nifti_labels, write_nifti
-from medverse.models.bundles.bundle import load_bundle
+from medverse.models.bundles.bundle import BundleModel, load_bundle
 from medverse.models.bundles.plan import window_fields
 from medverse.preprocessing.normalize import normalize_intensity
 from medverse.preprocessing.plan import Plan
@@ -254,6 +255,12 @@ def test_segment_cli_runs_the_bundle_on_the_dicom_series(
     # orientation were ignored (the liver looked for on the wrong side)
     assert dice(labels.array == 1, reference.array == 5) > 0.75
     assert "liver:" in capsys.readouterr().out
+
+
+def test_load_model_reads_a_bundle_folder(bundle: Path) -> None:
+    model = load_model(bundle)
+    assert isinstance(model, BundleModel) and model.orientation == "RAS"
+    assert model.title == "MONAI bundle liver_ct"  # the algorithm name the SEG records
 
 
 def test_predictor_probabilities_equal_monai_running_the_bundle(

@@ -49,6 +49,11 @@ class BundleModel(LoadedModel):
 
     orientation: str | None = None
 
+    @property
+    def title(self) -> str:
+        """The algorithm name outputs record: ``MONAI bundle <name>``."""
+        return f"MONAI bundle {self.meta['bundle']}"
+
     def oriented(self, volume: V) -> V:
         """The volume with its axes in the bundle's orientation (exact; unchanged if none)."""
         return volume if self.orientation is None else to_orientation(volume, self.orientation)
