@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "decide",
     "icu",
     "sim",
+    "fl",
 )
 
 
