@@ -102,7 +102,7 @@ def _decode_problem(ds: Dataset, error: BaseException) -> str:
     if "missing" in text.lower() and ("plugin" in text.lower() or "decod" in text.lower()):
         return (
             f"pixel data cannot be decoded: no installed decoder for {name} "
-            "(pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg)"
+            "(pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg pylibjpeg-rle pyjpegls)"
         )
     return f"pixel data is truncated or corrupt ({name}: {text})"
 
