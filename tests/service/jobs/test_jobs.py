@@ -11,6 +11,7 @@ import nibabel as nib
 import pydicom
 
 from medverse.service.jobs.worker import Worker
+from tests.conftest import MR_STUDY
 from tests.service.conftest import MODEL, Api, ct_files
 
 FIVE = ["labels.nii.gz", "seg.dcm", "meshes.glb", "report.json", "overview.png"]
@@ -94,6 +95,24 @@ def test_job_requests_are_checked(api: Api) -> None:
     assert traversal.status_code == 422
     assert researcher.status_code == 403
     assert missing.status_code == 404
+
+
+def test_a_series_of_another_modality_is_refused_before_it_is_queued(
+    api: Api, tiny_model: None
+) -> None:
+    series = sorted((MR_STUDY / "11-T1post-18670").iterdir())
+    files = [("files", (f.name, f.read_bytes(), "application/dicom")) for f in series]
+    study = api.client.post("/api/studies", files=files, headers=api.clinician).json()
+
+    refused = api.client.post(
+        "/api/jobs", json={"study_id": study["id"], "model": MODEL}, headers=api.clinician
+    )
+
+    assert (refused.status_code, refused.json()["detail"]) == (
+        400,
+        f"model {MODEL!r}: the image is MR but the model was trained on CT images",
+    )
+    assert api.client.get("/api/jobs", headers=api.admin).json() == []
 
 
 def test_queued_job_can_be_cancelled_once_by_its_owner_or_an_admin(

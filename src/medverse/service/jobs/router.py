@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from medverse.inference.checks import modality_problem
 from medverse.service.auth.security import require_role
 from medverse.service.deps import AuditDep, PrincipalDep, ServicesDep
 from medverse.service.errors import BadRequestError
@@ -41,11 +42,9 @@ def post_job(
             check_access(principal, study)
             chosen = segmentation_input(study, body.series_uid)
         model = services.catalog.get(body.model)
-        if chosen.modality not in ("NIFTI", "") and chosen.modality != model.modality:
-            raise BadRequestError(
-                f"the series is {chosen.modality} but model {model.name!r} was trained on "
-                f"{model.modality} images"
-            )
+        problem = modality_problem(chosen.recorded_modality, model.modality)
+        if problem is not None:
+            raise BadRequestError(f"model {model.name!r}: {problem}")
         job = create_job(
             services.db,
             study_id=body.study_id,

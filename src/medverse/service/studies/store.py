@@ -13,7 +13,7 @@ from medverse.service.auth.security import Principal
 from medverse.service.db import Database
 from medverse.service.errors import BadRequestError, ForbiddenError, NotFoundError
 from medverse.service.storage import Storage
-from medverse.service.studies.ingest import IngestResult
+from medverse.service.studies.ingest import NIFTI_SERIES_MODALITY, IngestResult
 from medverse.service.studies.schemas import SeriesPublic, StudyPublic, StudyUploadPublic
 from medverse.service.tables import Instance, Job, Series, Study, StudyKind
 
@@ -31,6 +31,11 @@ class SegmentationInput:
     path: str
     series_uid: str | None
     modality: str
+
+    @property
+    def recorded_modality(self) -> str | None:
+        """The modality the image itself records (None for NIfTI, which records none)."""
+        return None if self.modality == NIFTI_SERIES_MODALITY else self.modality or None
 
 
 def load_study(session: Session, study_id: str) -> Study:
