@@ -13,11 +13,11 @@ from medverse.federated.aggregation import proximal_term
 from medverse.federated.heart_data import N_INPUTS
 
 
-def make_model(seed: int = 0) -> torch.nn.Module:
-    """A two-layer MLP over the encoded heart features, one logit out."""
+def make_model(seed: int = 0, hidden: int = 16) -> torch.nn.Module:
+    """A two-layer MLP over the encoded heart features (``hidden`` units), one logit out."""
     torch.manual_seed(seed)
     return torch.nn.Sequential(
-        torch.nn.Linear(N_INPUTS, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)
+        torch.nn.Linear(N_INPUTS, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)
     )
 
 
