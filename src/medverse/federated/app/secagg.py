@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -91,8 +91,8 @@ class ObservingGrid:
                 continue
             for record in reply.content.config_records.values():
                 if Key.MASKED_PARAMETERS in record:
-                    blobs = record[Key.MASKED_PARAMETERS]
-                    vec = [bytes_to_ndarray(b) for b in blobs]  # type: ignore[union-attr]
+                    blobs = cast(list[bytes], record[Key.MASKED_PARAMETERS])
+                    vec = [bytes_to_ndarray(b) for b in blobs]
                     self.masked[reply.metadata.src_node_id] = vec
         return replies
 
