@@ -1,0 +1,137 @@
+"""Multi-volume series: frames at repeated positions split into volumes by dimension attributes.
+
+The standard's own attributes are tried in order (temporal position, echo, diffusion
+b-value/direction, then trigger/acquisition time as fallback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medverse.core.errors import DicomError
+from medverse.core.volume import DicomSource, Volume
+from medverse.io.dicom.geometry import Frame, check_frames, ras_affine, sort_frames
+from medverse.io.dicom.header import read_dataset
+from medverse.io.dicom.pixels import read_stack, rescale
+from medverse.io.dicom.scan import describe_folder
+from medverse.io.dicom.series import select_series
+
+__all__ = ["DIMENSION_ATTRIBUTES", "SeriesVolume", "group_volumes", "read_volumes"]
+
+DIMENSION_ATTRIBUTES = (
+    "TemporalPositionIdentifier",
+    "EchoNumbers",
+    "EchoTime",
+    "DiffusionBValue",
+    "DiffusionGradientOrientation",
+    "TriggerTime",
+    "AcquisitionTime",
+)
+"""Tried in this order; the first that splits the frames into full volumes is used."""
+
+
+@dataclass(frozen=True)
+class SeriesVolume:
+    """One volume of a multi-volume series.
+
+    Attributes:
+        attribute: The dimension attribute that tells the volumes apart ("" for one volume).
+        value: Its value for this volume, as text.
+        volume: The 3D volume.
+    """
+
+    attribute: str
+    value: str
+    volume: Volume
+
+
+def group_volumes(frames: Sequence[Frame]) -> tuple[str, list[list[Frame]]]:
+    """Split single-frame slices into volumes by the first dimension attribute that works.
+
+    Returns:
+        The attribute ("" when the frames are one volume) and the frames of each volume,
+        in ascending order of its value.
+
+    Raises:
+        DicomError: If no dimension attribute splits them into volumes of distinct positions.
+    """
+    if _distinct_positions(frames):
+        return "", [list(frames)]
+    values = [_dimension_values(frame) for frame in frames]
+    for index, attribute in enumerate(DIMENSION_ATTRIBUTES):
+        groups: dict[str, list[Frame]] = {}
+        for frame, row in zip(frames, values):
+            groups.setdefault(row[index], []).append(frame)
+        sizes = {len(g) for g in groups.values()}
+        if len(groups) > 1 and len(sizes) == 1 and all(map(_distinct_positions, groups.values())):
+            ordered = sorted(groups.items(), key=lambda item: _sort_key(item[0]))
+            return attribute, [sort_frames(group) for _, group in ordered]
+    raise DicomError(
+        "frames repeat slice positions and no dimension attribute "
+        f"({', '.join(DIMENSION_ATTRIBUTES)}) splits them into whole volumes",
+        frames[0].path.parent,
+    )
+
+
+def read_volumes(path: str | Path, series_uid: str | None = None) -> list[SeriesVolume]:
+    """Read every volume of a (possibly multi-volume) classic DICOM series.
+
+    Args:
+        path: A folder holding the series.
+        series_uid: Which series, when the folder holds several.
+
+    Returns:
+        One entry per volume, in order of the dimension attribute; all on one grid.
+
+    Raises:
+        DicomError: If the frames cannot be grouped into volumes on one grid.
+    """
+    path = Path(path)
+    series = select_series(describe_folder(path), series_uid)
+    attribute, groups = group_volumes(list(series.frames))
+    result = []
+    for group in groups:
+        check_frames(group, path)
+        volume = Volume(
+            array=rescale(read_stack(group), group).transpose(2, 1, 0),
+            affine=ras_affine(group),
+            meta={"source": str(path)},
+            dicom=DicomSource(
+                series_instance_uid=series.series_uid,
+                study_instance_uid=series.study_uid,
+                frame_of_reference_uid=series.frame_of_reference_uid,
+                sop_class_uid=series.sop_class_uid,
+                sop_instance_uids=tuple(f.sop_instance_uid for f in group),
+                files=tuple(f.path for f in group),
+                modality=series.modality,
+                series_description=series.description,
+            ),
+        )
+        value = (
+            _dimension_values(group[0])[DIMENSION_ATTRIBUTES.index(attribute)] if attribute else ""
+        )
+        result.append(SeriesVolume(attribute, value, volume))
+    if any(not np.allclose(v.volume.affine, result[0].volume.affine, atol=1e-3) for v in result):
+        raise DicomError("the volumes of the series lie on different grids", path)
+    return result
+
+
+def _distinct_positions(frames: Sequence[Frame]) -> bool:
+    positions = {tuple(np.round(f.position, 3)) for f in frames}
+    return len(positions) == len(frames)
+
+
+def _dimension_values(frame: Frame) -> tuple[str, ...]:
+    ds = read_dataset(frame.path, pixels=False)
+    return tuple(str(ds.get(keyword, "")) for keyword in DIMENSION_ATTRIBUTES)
+
+
+def _sort_key(value: str) -> tuple[float, str]:
+    try:
+        return (float(value), value)
+    except ValueError:
+        return (float("inf"), value)
