@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
-from medverse.service.audit.store import AuditLog
+from medverse.service.audit.store import AuditLog, record_failed_sign_in
 from medverse.service.auth.security import Principal, authenticate, require_role
 from medverse.service.db import Database
 from medverse.service.errors import UnauthorizedError
@@ -61,22 +61,26 @@ ClientDep = Annotated[str, Depends(client_address)]
 
 
 def current_principal(
+    request: Request,
     services: ServicesDep,
     client: ClientDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller named by the bearer token.
+    """The caller named by the bearer token (a refusal is audited as a failed sign-in).
 
     Raises:
         UnauthorizedError: Without a token, or with an unknown one.
     """
+    channel = f"http:{request.method} {request.url.path}"
     if credentials is None or credentials.scheme.lower() != "bearer":
+        record_failed_sign_in(services.db, client, channel, "missing bearer token")
         raise UnauthorizedError("missing bearer token (Authorization: Bearer <token>)")
     pepper = services.settings.token_pepper.get_secret_value()
     with services.db.reading() as session:
         principal = authenticate(session, credentials.credentials, pepper)
     if principal is None:
         _LOG.warning("rejected an invalid API token from %s", client)
+        record_failed_sign_in(services.db, client, channel, "invalid or revoked token")
         raise UnauthorizedError("invalid or revoked API token")
     return principal
 

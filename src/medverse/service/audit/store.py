@@ -44,6 +44,32 @@ class Outcome(StrEnum):
     ERROR = "error"
 
 
+# Who a failed sign-in is recorded as: no user name matches it (names start alphanumeric).
+NO_USER = "-"
+
+
+def record_failed_sign_in(db: Database, client: str, channel: str, detail: str) -> None:
+    """Audit a refused token (REST 401 or room socket 4401); the token itself is never stored.
+
+    Args:
+        db: The service database.
+        client: The caller's address.
+        channel: Where it was refused, e.g. ``http:/api/jobs`` or ``room/<study id>``.
+        detail: Why (missing, invalid or revoked token).
+    """
+    event = AuditEvent(
+        actor=NO_USER,
+        role="none",
+        action="auth.sign_in",
+        resource=channel[:256],
+        client=client[:64],
+        outcome=Outcome.DENIED.value,
+        detail=detail[:512],
+    )
+    with db.writing() as session:
+        session.add(event)
+
+
 @dataclass(frozen=True)
 class AuditLog:
     """Appends audit events for one caller; each event is committed on its own.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
 
+from medverse.service.audit.store import AuditLog
 from medverse.service.auth.accounts import (
     add_user,
     issue_token,
@@ -14,7 +16,8 @@ from medverse.service.auth.accounts import (
     user_public,
 )
 from medverse.service.auth.schemas import PrincipalPublic, TokenPublic, UserCreate, UserPublic
-from medverse.service.deps import AdminDep, PrincipalDep, ServicesDep
+from medverse.service.deps import AdminDep, AuditDep, PrincipalDep, ServicesDep
+from medverse.service.rooms.hub import RoomHub
 from medverse.service.schemas import USER_PATTERN, ErrorPublic
 from medverse.service.tables import Role
 
@@ -23,6 +26,14 @@ UserName = Annotated[str, Path(pattern=USER_PATTERN)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorPublic} for code in (400, 401, 403, 404, 409)
 }
+
+
+def _admin_audit(audit: AuditDep, _admin: AdminDep) -> AuditLog:
+    """The audit recorder of an admin-only route (refused before it for anyone else)."""
+    return audit
+
+
+AdminAuditDep = Annotated[AuditLog, Depends(_admin_audit)]
 
 
 @router.get("/me", response_model=PrincipalPublic, responses=_ERRORS, summary="Who am I")
@@ -40,16 +51,26 @@ def get_users(services: ServicesDep, _admin: AdminDep) -> list[UserPublic]:
 @router.post(
     "", response_model=UserPublic, status_code=201, responses=_ERRORS, summary="Add a user"
 )
-def post_user(body: UserCreate, services: ServicesDep, _admin: AdminDep) -> UserPublic:
-    """Create a user (admins only); then issue a token for them."""
-    user = add_user(services.db, body.name, body.role)
+def post_user(body: UserCreate, services: ServicesDep, audit: AdminAuditDep) -> UserPublic:
+    """Create a user (admins only; audited); then issue a token for them."""
+    with audit.action("user.create", f"user/{body.name}"):
+        user = add_user(services.db, body.name, body.role)
     return user_public(user, tokens=0)
 
 
 @router.delete("/{name}", response_model=PrincipalPublic, responses=_ERRORS, summary="Remove")
-def delete_user(name: UserName, services: ServicesDep, _admin: AdminDep) -> PrincipalPublic:
-    """Remove a user and revoke all their tokens (admins only)."""
-    user = remove_user(services.db, name)
+async def delete_user(
+    name: UserName, request: Request, services: ServicesDep, audit: AdminAuditDep
+) -> PrincipalPublic:
+    """Remove a user, revoke all their tokens and close their open room sockets (audited)."""
+
+    def remove() -> Any:
+        with audit.action("user.remove", f"user/{name}"):
+            return remove_user(services.db, name)
+
+    user = await run_in_threadpool(remove)
+    hub: RoomHub = request.app.state.rooms
+    hub.disconnect_user(user.name)
     return PrincipalPublic(name=user.name, role=Role(user.role))
 
 
@@ -60,7 +81,9 @@ def delete_user(name: UserName, services: ServicesDep, _admin: AdminDep) -> Prin
     responses=_ERRORS,
     summary="Issue a token",
 )
-def post_token(name: UserName, services: ServicesDep, _admin: AdminDep) -> TokenPublic:
-    """Issue a new token for a user (admins only); it is shown this once."""
+def post_token(name: UserName, services: ServicesDep, audit: AdminAuditDep) -> TokenPublic:
+    """Issue a new token for a user (admins only; audited, never the token); shown this once."""
     pepper = services.settings.token_pepper.get_secret_value()
-    return TokenPublic(user=name, token=issue_token(services.db, name, pepper))
+    with audit.action("token.issue", f"user/{name}"):
+        token = issue_token(services.db, name, pepper)
+    return TokenPublic(user=name, token=token)

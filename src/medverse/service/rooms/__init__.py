@@ -18,6 +18,7 @@ def install_rooms(app: FastAPI, db: Database) -> None:
         db: Its database (room documents are stored there).
     """
     from medverse.service.rooms import router
+    from medverse.service.rooms.measure import VolumeMeter
 
-    app.state.rooms = RoomHub(db)
+    app.state.rooms = RoomHub(db, VolumeMeter(db, app.state.storage).volume_ml)
     app.include_router(router.router)

@@ -51,8 +51,8 @@ class Annotation(BaseModel):
         kind: Comment, landmark, distance or volume.
         points: One point (two for a distance), RAS+ mm.
         text: The comment, the landmark name, or a note on the measurement.
-        value: The measured value: mm for a distance (computed by the server), mL for a
-            volume (the structure's volume from the job report).
+        value: The measured value, always computed by the server: mm for a distance, mL for
+            a volume (the labelled structure in the study's newest segmentation).
         label: For a volume: the label value of the structure measured.
         author: Who made it (user name, set by the server).
         color: The author's colour in the room when it was made (``#rrggbb``).
@@ -155,8 +155,12 @@ class EditRejectedError(ValueError):
     """An edit that cannot be applied to the document as it is (the message says why)."""
 
 
+class EditForbiddenError(EditRejectedError):
+    """An edit of another user's annotation by someone who is neither its author nor an admin."""
+
+
 def apply_edit(
-    document: RoomDocument, edit: Edit, *, author: str, color: str
+    document: RoomDocument, edit: Edit, *, author: str, color: str, may_edit_others: bool = False
 ) -> tuple[RoomDocument, dict[str, object]]:
     """Apply one edit, returning the next document (version + 1) and what changed.
 
@@ -165,6 +169,7 @@ def apply_edit(
         edit: The edit, validated.
         author: The user making it.
         color: The user's room colour.
+        may_edit_others: True for an admin: may change or delete others' annotations.
 
     Returns:
         The new document and the change as sent to every participant.
@@ -172,6 +177,8 @@ def apply_edit(
     Raises:
         EditRejectedError: If the edit does not fit the document (duplicate or unknown id,
             wrong number of points, too many annotations).
+        EditForbiddenError: If it changes another user's annotation without
+            ``may_edit_others``.
     """
     version = document.version + 1
     annotations = list(document.annotations)
@@ -181,14 +188,14 @@ def apply_edit(
         annotations.append(added)
         change: dict[str, object] = {"op": edit.op, "annotation": added.model_dump(mode="json")}
     elif isinstance(edit, UpdateAnnotation):
-        index, current = _existing(annotations, edit.id)
+        index, current = _owned(annotations, edit.id, author, may_edit_others)
         points = edit.points if edit.points is not None else current.points
         text = edit.text if edit.text is not None else current.text
         updated = _finish(current.model_copy(update={"points": points, "text": text}), version)
         annotations[index] = updated
         change = {"op": edit.op, "annotation": updated.model_dump(mode="json")}
     elif isinstance(edit, DeleteAnnotation):
-        index, _ = _existing(annotations, edit.id)
+        index, _ = _owned(annotations, edit.id, author, may_edit_others)
         del annotations[index]
         change = {"op": edit.op, "id": edit.id}
     else:
@@ -221,6 +228,18 @@ def _existing(annotations: list[Annotation], annotation_id: str) -> tuple[int, A
         if annotation.id == annotation_id:
             return index, annotation
     raise EditRejectedError(f"no annotation {annotation_id} in this room")
+
+
+def _owned(
+    annotations: list[Annotation], annotation_id: str, user: str, may_edit_others: bool
+) -> tuple[int, Annotation]:
+    index, annotation = _existing(annotations, annotation_id)
+    if annotation.author != user and not may_edit_others:
+        raise EditForbiddenError(
+            f"annotation {annotation_id} belongs to {annotation.author}: only its author or an "
+            "admin may change or delete it"
+        )
+    return index, annotation
 
 
 def _finish(annotation: Annotation, version: int) -> Annotation:

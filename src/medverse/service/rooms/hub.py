@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +15,15 @@ from starlette.concurrency import run_in_threadpool
 
 from medverse.core.logging import get_logger
 from medverse.service.db import Database
-from medverse.service.rooms.document import Edit, RoomDocument, apply_edit
+from medverse.service.rooms.document import (
+    AddAnnotation,
+    AnnotationKind,
+    Edit,
+    EditRejectedError,
+    RoomDocument,
+    SetPresenter,
+    apply_edit,
+)
 from medverse.service.rooms.messages import Pointer, ViewState, encode
 from medverse.service.rooms.store import (
     SNAPSHOT_EVERY,
@@ -37,6 +48,9 @@ PALETTE = (
     "#469990",
 )
 OUTBOX_LIMIT = 1000
+# Room edits one user may make per minute (all rooms together): a person annotating makes a
+# few; a flood would make every viewer of the room slow to join.
+EDITS_PER_MINUTE = 120
 
 
 @dataclass
@@ -132,12 +146,65 @@ class RoomHub:
 
     Args:
         db: The service database.
+        volume_ml: Measures a study's labelled structure in mL (None if nothing measured it).
+        edits_per_minute: Most edits one user may make in any minute.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        volume_ml: Callable[[str, int], float | None] | None = None,
+        edits_per_minute: int = EDITS_PER_MINUTE,
+    ) -> None:
         self.db = db
         self.rooms: dict[str, Room] = {}
         self._opening = asyncio.Lock()
+        self._volume_ml = volume_ml
+        self.edits_per_minute = edits_per_minute
+        self._recent: dict[str, deque[float]] = {}
+        self._throttled: set[str] = set()
+
+    def disconnect_user(self, name: str) -> int:
+        """Close every socket of user ``name`` (removed): returns how many were open."""
+        closed = 0
+        for room in list(self.rooms.values()):
+            for participant in list(room.participants.values()):
+                if participant.name == name:
+                    close_outbox(participant)
+                    closed += 1
+        return closed
+
+    def _throttle(self, name: str) -> None:
+        """Count one edit of ``name``; refuse it past the per-minute limit."""
+        now = time.monotonic()
+        recent = self._recent.setdefault(name, deque())
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        if len(recent) >= self.edits_per_minute:
+            first = name not in self._throttled
+            self._throttled.add(name)
+            raise EditRateLimitedError(
+                f"too many room edits: at most {self.edits_per_minute} per minute per user; "
+                f"wait {60.0 - (now - recent[0]):.0f} s and try again",
+                first=first,
+            )
+        self._throttled.discard(name)
+        recent.append(now)
+
+    async def _measured(self, study_id: str, edit: Edit) -> Edit:
+        """A volume annotation with the server's measurement in place of the client's value."""
+        if not isinstance(edit, AddAnnotation) or edit.annotation.kind != AnnotationKind.VOLUME:
+            return edit
+        label = edit.annotation.label
+        value = None
+        if label is not None and self._volume_ml is not None:
+            value = await run_in_threadpool(self._volume_ml, study_id, label)
+        if value is None:
+            raise EditRejectedError(
+                f"no finished segmentation of this study measures label {label}; run a job first"
+            )
+        draft = edit.annotation.model_copy(update={"value": value})
+        return edit.model_copy(update={"annotation": draft})
 
     async def document(self, study_id: str) -> RoomDocument:
         """The current document of a room, open or not."""
@@ -167,6 +234,7 @@ class RoomHub:
         room = self.rooms.get(study_id)
         if room is None:
             return
+        await self._stop_presenting(room, participant)
         async with room.lock:
             room.participants.pop(participant.id, None)
             room.pointers.pop(participant.id, None)
@@ -183,17 +251,33 @@ class RoomHub:
                 del self.rooms[study_id]
 
     async def edit(
-        self, room: Room, participant: Participant, edit: Edit, request_id: str, base: int
+        self,
+        room: Room,
+        participant: Participant,
+        edit: Edit,
+        request_id: str,
+        base: int,
+        *,
+        limit: bool = True,
     ) -> int:
         """Apply, store and broadcast one edit; returns its version once everyone is sent it.
 
         Raises:
-            EditRejectedError: If the edit does not fit the document.
+            EditRejectedError: If the edit does not fit the document, changes another user's
+                annotation (EditForbiddenError), or comes past the user's rate limit
+                (EditRateLimitedError).
             EditNotStoredError: If the database did not take it (it is then not applied).
         """
+        if limit:
+            self._throttle(participant.name)
+        edit = await self._measured(room.document.study_id, edit)
         async with room.lock:
             document, change = apply_edit(
-                room.document, edit, author=participant.name, color=participant.color
+                room.document,
+                edit,
+                author=participant.name,
+                color=participant.color,
+                may_edit_others=participant.role == "admin",
             )
             room.document = document
             message = encode(
@@ -215,6 +299,19 @@ class RoomHub:
                 room.flusher = asyncio.create_task(self._flush(room))
         await pending.done
         return document.version
+
+    async def _stop_presenting(self, room: Room, participant: Participant) -> None:
+        """A presenter who leaves (with no other tab of theirs open) stops being presenter."""
+        others = [p for p in room.participants.values() if p.id != participant.id]
+        if room.document.presenter != participant.name or any(
+            p.name == participant.name for p in others
+        ):
+            return
+        stop = SetPresenter(op="presenter.set", present=False)
+        try:
+            await self.edit(room, participant, stop, "left", room.document.version, limit=False)
+        except Exception as error:  # the room stays usable; the next presenter replaces it
+            _LOG.warning("room presenter not cleared on leave: %s", type(error).__name__)
 
     def pointer(self, room: Room, participant: Participant, message: Pointer) -> None:
         """Relay a participant's pointer and crosshair to the others (kept for late joiners)."""
@@ -273,6 +370,19 @@ class RoomHub:
             _LOG.warning("room %s snapshot not stored: %s", document.study_id, error)
             return
         room.snapshot_version = max(room.snapshot_version, document.version)
+
+
+class EditRateLimitedError(EditRejectedError):
+    """An edit past its user's per-minute limit.
+
+    Args:
+        message: The refusal, saying the limit and when to try again.
+        first: True for the first refusal of a burst (the one that is audited).
+    """
+
+    def __init__(self, message: str, *, first: bool) -> None:
+        super().__init__(message)
+        self.first = first
 
 
 class EditNotStoredError(RuntimeError):

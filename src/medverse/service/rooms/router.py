@@ -10,12 +10,18 @@ from fastapi import APIRouter, Path, Request, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from medverse.core.logging import get_logger
-from medverse.service.audit.store import AuditLog, Outcome
+from medverse.service.audit.store import AuditLog, Outcome, record_failed_sign_in
 from medverse.service.auth.security import Principal, authenticate
 from medverse.service.deps import AuditDep, PrincipalDep, Services, ServicesDep
 from medverse.service.errors import NotFoundError, ServiceError, UnauthorizedError
-from medverse.service.rooms.document import EditRejectedError, RoomDocument
-from medverse.service.rooms.hub import Participant, Room, RoomHub, close_outbox
+from medverse.service.rooms.document import EditForbiddenError, EditRejectedError, RoomDocument
+from medverse.service.rooms.hub import (
+    EditRateLimitedError,
+    Participant,
+    Room,
+    RoomHub,
+    close_outbox,
+)
 from medverse.service.rooms.messages import (
     EditMessage,
     Ping,
@@ -76,8 +82,10 @@ async def room_socket(websocket: WebSocket, study_id: str) -> None:
     hub = hub_of(websocket.app)
     room, participant = await hub.join(study_id, principal.name, principal.role.value)
     writer = asyncio.create_task(_write(websocket, participant))
+    client = websocket.client.host if websocket.client else "unknown"
+    audit = AuditLog(services.db, principal, client)
     try:
-        await _read(websocket, hub, room, participant)
+        await _read(websocket, hub, room, participant, audit)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client left, or the writer closed a socket that fell behind
     finally:
@@ -107,6 +115,7 @@ def _authorise(services: Services, token: str, study_id: str, client: str) -> Pr
         principal = authenticate(session, token, pepper)
     if principal is None:
         _LOG.warning("rejected an invalid API token on a room socket from %s", client)
+        record_failed_sign_in(services.db, client, f"room/{study_id[:40]}", "invalid token")
         raise UnauthorizedError("invalid or revoked API token")
     audit = AuditLog(services.db, principal, client)
     if not re.fullmatch(ID_PATTERN, study_id):
@@ -132,7 +141,9 @@ async def _refuse(websocket: WebSocket, code: int, detail: str) -> None:
         pass
 
 
-async def _read(websocket: WebSocket, hub: RoomHub, room: Room, participant: Participant) -> None:
+async def _read(
+    websocket: WebSocket, hub: RoomHub, room: Room, participant: Participant, audit: AuditLog
+) -> None:
     """Handle the participant's messages until the socket closes."""
     while True:
         text = await websocket.receive_text()
@@ -142,7 +153,7 @@ async def _read(websocket: WebSocket, hub: RoomHub, room: Room, participant: Par
             _send(participant, encode("error", code=400, detail=_short(error)))
             continue
         if isinstance(message, EditMessage):
-            await _edit(hub, room, participant, message)
+            await _edit(hub, room, participant, message, audit)
         elif isinstance(message, Pointer):
             hub.pointer(room, participant, message)
         elif isinstance(message, View):
@@ -152,15 +163,30 @@ async def _read(websocket: WebSocket, hub: RoomHub, room: Room, participant: Par
             _send(participant, encode("pong", t=message.t))
 
 
-async def _edit(hub: RoomHub, room: Room, participant: Participant, message: EditMessage) -> None:
+async def _edit(
+    hub: RoomHub, room: Room, participant: Participant, message: EditMessage, audit: AuditLog
+) -> None:
+    """Apply one edit, or tell the sender why not; every edit and refusal is audited.
+
+    Of a burst past the rate limit only the first refusal is audited (the log is not flooded).
+    """
+    edit = message.edit
+    target = getattr(edit, "id", None) or getattr(getattr(edit, "annotation", None), "id", "")
+    resource, what = f"study/{room.document.study_id}/room", f"{edit.op} {target}".strip()
     try:
-        await hub.edit(room, participant, message.edit, message.request_id, message.base_version)
+        await hub.edit(room, participant, edit, message.request_id, message.base_version)
     except EditRejectedError as error:
         _send(participant, encode("rejected", request_id=message.request_id, detail=str(error)))
+        if not isinstance(error, EditRateLimitedError) or error.first:
+            outcome = Outcome.DENIED if isinstance(error, EditForbiddenError) else Outcome.REJECTED
+            await run_in_threadpool(audit.record, "room.edit", resource, outcome, str(error))
+        return
     except Exception as error:  # the store failed: the edit is not applied, say so
         _LOG.error("room edit not stored: %s", type(error).__name__)
         detail = "the edit could not be stored; it was not applied"
         _send(participant, encode("rejected", request_id=message.request_id, detail=detail))
+        return
+    await run_in_threadpool(audit.record, "room.edit", resource, Outcome.OK, what)
 
 
 async def _write(websocket: WebSocket, participant: Participant) -> None:
