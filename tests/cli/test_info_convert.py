@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -79,3 +80,30 @@ def test_unknown_series_uid_lists_what_is_there(
     _, err = capsys.readouterr()
     assert "holds no series 1.2.3" in err and "T1post" in err
     assert not output.exists()
+
+
+PHILIPS_4D = CT_SERIES.parents[1] / "dicom_vendor_samples" / "philips_fmri_4d"
+
+
+def test_convert_writes_a_multi_volume_series_as_4d_with_a_sidecar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medverse.io.dicom.volumes import read_volumes
+
+    assert main(["convert", str(PHILIPS_4D), str(tmp_path / "fmri.nii.gz")]) == 0
+    assert "64 x 64 x 9 x 3 volumes (TemporalPositionIdentifier)" in capsys.readouterr().out
+    image = nib.load(tmp_path / "fmri.nii.gz")
+    volumes = read_volumes(PHILIPS_4D)
+    assert np.array_equal(image.get_fdata(), np.stack([v.volume.array for v in volumes], -1))
+    sidecar = json.loads((tmp_path / "fmri.json").read_text())
+    assert [v["TemporalPositionIdentifier"] for v in sidecar["volumes"]] == ["1", "2", "3"]
+    assert main(["convert", str(PHILIPS_4D), str(tmp_path / "v2.nii.gz"), "--volume", "2"]) == 0
+    assert np.array_equal(read_nifti(tmp_path / "v2.nii.gz").array, volumes[1].volume.array)
+
+
+def test_convert_refuses_a_volume_the_series_lacks_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["convert", str(PHILIPS_4D), str(tmp_path / "v.nii.gz"), "--volume", "9"])
+    assert code != 0 and "holds volumes 1..3" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

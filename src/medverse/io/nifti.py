@@ -130,9 +130,24 @@ def write_nifti(volume: Volume, path: str | Path) -> Path:
     path = Path(path)
     if not is_nifti_path(path):
         raise InputError("output must end in .nii or .nii.gz", path)
-    image = nib.Nifti1Image(np.asarray(volume.array), volume.affine)
-    image.set_sform(volume.affine, code=1)
-    image.set_qform(volume.affine, code=1)
+    return write_nifti_array(np.asarray(volume.array), volume.affine, path)
+
+
+def write_nifti_array(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write a 3D or 4D array with its affine (sform and qform), atomically.
+
+    Args:
+        array: Voxels ``[i, j, k]`` or ``[i, j, k, volume]``.
+        affine: 4x4 voxel index -> RAS mm.
+        path: Target ``.nii`` or ``.nii.gz`` path.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    image = nib.Nifti1Image(array, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
     image.header.set_xyzt_units("mm")
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))

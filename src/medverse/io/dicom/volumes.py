@@ -6,21 +6,31 @@ b-value/direction, then trigger/acquisition time as fallback).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medverse.core.errors import DicomError
+from medverse.core.errors import DicomError, InputError
 from medverse.core.volume import DicomSource, Volume
+from medverse.io.atomic import write_text_atomic
 from medverse.io.dicom.geometry import Frame, check_frames, ras_affine, sort_frames
 from medverse.io.dicom.header import read_dataset
 from medverse.io.dicom.pixels import read_stack, rescale
 from medverse.io.dicom.scan import describe_folder
 from medverse.io.dicom.series import select_series
+from medverse.io.nifti import is_nifti_path, write_nifti, write_nifti_array
 
-__all__ = ["DIMENSION_ATTRIBUTES", "SeriesVolume", "group_volumes", "read_volumes"]
+__all__ = [
+    "DIMENSION_ATTRIBUTES",
+    "SeriesVolume",
+    "convert_volumes",
+    "group_volumes",
+    "is_multi_volume",
+    "read_volumes",
+]
 
 DIMENSION_ATTRIBUTES = (
     "TemporalPositionIdentifier",
@@ -135,3 +145,61 @@ def _sort_key(value: str) -> tuple[float, str]:
         return (float(value), value)
     except ValueError:
         return (float("inf"), value)
+
+
+def convert_volumes(
+    source: str | Path,
+    target: str | Path,
+    series_uid: str | None = None,
+    *,
+    volume: int | None = None,
+) -> list[SeriesVolume]:
+    """Write a multi-volume series as one 4D NIfTI (with a sidecar JSON), or volume K as 3D.
+
+    The sidecar (``target`` with ``.json`` instead of ``.nii[.gz]``) names each volume's
+    dimension attribute and value, in the order of the fourth axis.
+
+    Args:
+        source: The DICOM folder.
+        target: The ``.nii`` or ``.nii.gz`` file; written atomically, as is the sidecar.
+        series_uid: Which series, when the folder holds several.
+        volume: Write only this volume (1-based, as ``medverse info`` lists them).
+
+    Returns:
+        The volumes written.
+
+    Raises:
+        InputError: If ``volume`` is out of range or the target is not a NIfTI path.
+        DicomError: If the series cannot be grouped into volumes on one grid.
+    """
+    target = Path(target)
+    if not is_nifti_path(target):
+        raise InputError("output must end in .nii or .nii.gz", target)
+    volumes = read_volumes(source, series_uid)
+    if volume is not None:
+        if not 1 <= volume <= len(volumes):
+            raise InputError(
+                f"--volume {volume}: the series holds volumes 1..{len(volumes)}", source
+            )
+        volumes = [volumes[volume - 1]]
+    if len(volumes) == 1:
+        write_nifti(volumes[0].volume, target)
+        return volumes
+    array = np.stack([v.volume.array for v in volumes], axis=-1)
+    write_nifti_array(array, volumes[0].volume.affine, target)
+    sidecar = {
+        "dimension_attribute": volumes[0].attribute,
+        "volumes": [{"index": i + 1, v.attribute: v.value} for i, v in enumerate(volumes)],
+    }
+    name = target.name.removesuffix(".gz").removesuffix(".nii") + ".json"
+    write_text_atomic(target.with_name(name), json.dumps(sidecar, indent=2) + "\n")
+    return volumes
+
+
+def is_multi_volume(path: str | Path, series_uid: str | None = None) -> bool:
+    """True for a DICOM folder whose chosen series repeats slice positions (several volumes)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    frames = select_series(describe_folder(path), series_uid).frames
+    return bool(frames) and not _distinct_positions(frames)
