@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEVSTAMP:= $(VENV)/.installed-dev
 OUT     ?= demo-out
 
-.PHONY: install install-dev system-deps web demo test test-all lint clean
+.PHONY: install install-dev system-deps web web-test demo test test-all lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,13 +28,20 @@ install-dev: $(DEVSTAMP)
 
 # The file demo (outputs in $(OUT)/ct), then the service with the samples stored and segmented
 # (prints its URL and an admin token; Ctrl-C stops it).
-# The browser viewer (web/): npm ci from the lock file, then a Vite build into the package
-# (src/medverse/service/web_dist/, git-ignored by the .gitignore written there), served at /.
+# The browser viewer (web/): the service's OpenAPI document dumped from create_app (its API
+# types are generated from it, so a changed route or field fails tsc), npm ci from the lock
+# file, then a Vite build into the package (src/medverse/service/web_dist/, git-ignored by the
+# .gitignore written there), served at /. `web-test` runs the web unit tests (node:test).
 WEB_DIST := src/medverse/service/web_dist
+SERVICE_SOURCES := $(shell find src/medverse/service -name '*.py' 2>/dev/null)
 web: $(WEB_DIST)/index.html
-$(WEB_DIST)/index.html: web/package-lock.json web/package.json web/index.html web/vite.config.ts $(wildcard web/src/*)
+$(WEB_DIST)/index.html: web/package-lock.json web/package.json web/index.html web/vite.config.ts web/scripts/dump_openapi.py $(wildcard web/src/*.ts web/src/*.css) $(SERVICE_SOURCES) | $(STAMP)
+	$(BIN)/python web/scripts/dump_openapi.py web/openapi.json
 	cd web && npm ci --no-audit --no-fund && npm run build
 	printf '*\n' > $(WEB_DIST)/.gitignore
+
+web-test: web
+	cd web && npm test
 
 demo: $(STAMP) web
 	$(BIN)/medverse demo --out $(OUT)
@@ -69,7 +76,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint system-deps web
+test: lint system-deps web web-test
 	$(BIN)/python -m pytest -q
 
 test-all: lint system-deps web

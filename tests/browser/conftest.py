@@ -53,7 +53,7 @@ class Service:
         command = [sys.executable, "-m", "medverse.cli", *serve]
         env = {**os.environ, "MEDVERSE_LOG_LEVEL": "WARNING"}
         self.process = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded 2-core CI box needs more than a minute
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"medverse serve exited with {self.process.returncode}")
@@ -62,7 +62,7 @@ class Service:
                     return
             except httpx.TransportError:
                 time.sleep(0.2)
-        raise RuntimeError("medverse serve did not answer within 60 s")
+        raise RuntimeError("medverse serve did not answer within 180 s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

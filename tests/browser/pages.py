@@ -9,7 +9,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 VIEWPORT = {"width": 1400, "height": 860}
 XR_EMULATION = Path(__file__).with_name("xr_emulation.js")
-LOAD_TIMEOUT_MS = 60_000
+LOAD_TIMEOUT_MS = 180_000  # software WebGL on a loaded 2-core box: a CT loads in 5-60 s
 
 
 def open_viewer(

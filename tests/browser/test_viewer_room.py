@@ -137,7 +137,9 @@ def test_two_users_share_comments_and_follow_the_presenter(
         f"(the driver saw it after {waited:.2f} s)"
     )
     assert 0 < latency_ms < 1000
-    assert waited < 5
+    # The driver's own polling of two software-GL pages is bounded only loosely: on a loaded
+    # 2-core box it has taken 8 s while the pages' clocks said 41 ms.
+    assert waited < 30
     pinned = room_state(b)["doc"]["annotations"][-1]
     assert pinned["author"] == "alice" and pinned["color"] == colours["alice"]
     assert np.allclose(pinned["points"][0], crosshair(a), atol=0.01)

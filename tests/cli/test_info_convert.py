@@ -107,3 +107,11 @@ def test_convert_refuses_a_volume_the_series_lacks_and_writes_nothing(
     code = main(["convert", str(PHILIPS_4D), str(tmp_path / "v.nii.gz"), "--volume", "9"])
     assert code != 0 and "holds volumes 1..3" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_lists_the_volumes_of_a_multi_volume_series(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["info", str(PHILIPS_4D)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 volumes of 9 slices by TemporalPositionIdentifier (1, 2, 3)" in out

@@ -1,31 +1,21 @@
-// The service API as the viewer uses it: bearer-token fetches and the shapes it reads.
+// The service API as the viewer uses it: bearer-token fetches typed by the served OpenAPI schema.
+// The types come from src/generated/openapi.ts, which `make web` writes from the schema of
+// `create_app`; a route or field that changes on the server fails this build (tsc).
+import type { components, paths } from "./generated/openapi";
 
-export type Study = {
-  id: string;
-  kind: string;
-  identified: boolean;
-  created_at: string;
-  series: { series_uid: string; modality: string; description: string; is_image: boolean }[];
-};
+type Schemas = components["schemas"];
+export type Study = Schemas["StudyPublic"];
+export type Series = Schemas["SeriesPublic"];
+export type Job = Schemas["JobPublic"];
+export type Structure = Schemas["LabelPublic"];
+export type Principal = Schemas["PrincipalPublic"];
 
-export type Job = {
-  id: string;
-  study_id: string;
-  series_uid: string | null;
-  model: string;
-  state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
-  progress: number;
-  error: string | null;
-  results: string[];
-};
-
-export type Structure = {
-  value: number;
-  name: string;
-  color: [number, number, number];
-  volume_ml: number;
-  centroid_mm: [number, number, number];
-};
+/** The JSON body of a GET route's 200 answer, as the schema publishes it. */
+type GetJson<P extends keyof paths> = paths[P] extends {
+  get: { responses: { 200: { content: { "application/json": infer T } } } };
+}
+  ? T
+  : never;
 
 export class ApiError extends Error {
   constructor(
@@ -55,37 +45,37 @@ export class Api {
     return await response.arrayBuffer();
   }
 
-  whoami(): Promise<{ name: string; role: string }> {
+  whoami(): Promise<GetJson<"/api/users/me">> {
     return this.json("/api/users/me");
   }
 
-  studies(): Promise<Study[]> {
+  studies(): Promise<GetJson<"/api/studies">> {
     return this.json("/api/studies?limit=200");
   }
 
-  jobs(studyId?: string): Promise<Job[]> {
+  jobs(studyId?: string): Promise<GetJson<"/api/jobs">> {
     const query = studyId ? `?study_id=${encodeURIComponent(studyId)}&limit=50` : "?limit=500";
     return this.json(`/api/jobs${query}`);
   }
 
-  labels(jobId: string): Promise<{ structures: Structure[] }> {
-    return this.json(`/api/viewer/jobs/${jobId}/labels`);
+  labels(jobId: string): Promise<GetJson<"/api/viewer/jobs/{job_id}/labels">> {
+    return this.json(`/api/viewer/jobs/${encodeURIComponent(jobId)}/labels`);
   }
 
   imageUrl(studyId: string, seriesUid: string | null): string {
     const query = seriesUid ? `?series_uid=${encodeURIComponent(seriesUid)}` : "";
-    return `/api/viewer/studies/${studyId}/image.nii.gz${query}`;
+    return `/api/viewer/studies/${encodeURIComponent(studyId)}/image.nii.gz${query}`;
   }
 
-  resultUrl(jobId: string, name: string): string {
-    return `/api/jobs/${jobId}/results/${name}`;
+  resultUrl(jobId: string, name: Schemas["ResultName"]): string {
+    return `/api/jobs/${encodeURIComponent(jobId)}/results/${name}`;
   }
 }
 
 async function apiError(response: Response): Promise<ApiError> {
   let detail = response.statusText;
   try {
-    detail = ((await response.json()) as { detail?: string }).detail ?? detail;
+    detail = ((await response.json()) as { detail?: unknown }).detail?.toString() ?? detail;
   } catch {
     // not JSON: keep the status text
   }

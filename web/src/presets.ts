@@ -11,7 +11,7 @@ export const CT_PRESETS: Preset[] = [
   { name: "Brain", center: 40, width: 80 },
 ];
 
-// MR has no absolute scale: centre and width are fractions of the robust range.
+// MR has no absolute scale: centre and width are fractions of the image's percentile range.
 export const MR_PRESETS: Preset[] = [
   { name: "MR default", center: 0.5, width: 1.0, relative: true },
   { name: "MR bright", center: 0.35, width: 0.7, relative: true },
@@ -29,4 +29,24 @@ export function windowRange(preset: Preset, robust: [number, number]): [number, 
   const center = robust[0] + preset.center * span;
   const half = (preset.width * span) / 2;
   return [center - half, center + half];
+}
+
+// MR intensities have a long bright tail (vessels, fat); the full range washes the tissue out.
+const MR_LOW = 0.01;
+const MR_HIGH = 0.99;
+const SAMPLE = 200_000;
+
+/**
+ * The [low, high] percentiles of an image's intensities (stored value * slope + intercept),
+ * ignoring the zero background, from an even sample of at most 200,000 voxels.
+ */
+export function percentileRange(data: ArrayLike<number>, slope = 1, intercept = 0, low = MR_LOW, high = MR_HIGH): [number, number] {
+  const step = Math.max(1, Math.floor(data.length / SAMPLE));
+  const values: number[] = [];
+  for (let i = 0; i < data.length; i += step) if (data[i] !== 0) values.push(data[i] * slope + intercept);
+  if (!values.length) return [0, 1];
+  values.sort((a, b) => a - b);
+  const at = (q: number) => values[Math.min(values.length - 1, Math.max(0, Math.round(q * (values.length - 1))))];
+  const [lo, hi] = [at(low), at(high)];
+  return hi > lo ? [lo, hi] : [lo, lo + 1];
 }

@@ -1,26 +1,8 @@
 // Room client: joins a study's room, keeps the server's document, sends typed events.
 
-export type Vec3 = [number, number, number];
-export type Kind = "comment" | "landmark" | "distance" | "volume";
+import { applyChange, missesChanges, type Annotation, type Change, type Kind, type RoomDocument, type Vec3 } from "./roomdoc";
 
-export type Annotation = {
-  id: string;
-  kind: Kind;
-  points: Vec3[];
-  text: string;
-  value: number | null;
-  label: number | null;
-  author: string;
-  color: string;
-  version: number;
-};
-
-export type RoomDocument = {
-  study_id: string;
-  version: number;
-  presenter: string | null;
-  annotations: Annotation[];
-};
+export type { Annotation, Kind, RoomDocument, Vec3 } from "./roomdoc";
 
 export type Participant = { id: string; name: string; role: string; color: string };
 export type PointerState = { position: Vec3 | null; crosshair: Vec3 | null };
@@ -32,11 +14,6 @@ export type ViewState = {
   zoom: number;
 };
 
-type Change =
-  | { op: "annotation.add" | "annotation.update"; annotation: Annotation }
-  | { op: "annotation.delete"; id: string }
-  | { op: "presenter.set"; presenter: string | null };
-
 export type RoomListener = {
   document?: (doc: RoomDocument) => void;
   presence?: (participants: Participant[]) => void;
@@ -45,26 +22,6 @@ export type RoomListener = {
   rejected?: (detail: string) => void;
   closed?: (reason: string) => void;
 };
-
-/** Apply one server change to a document (pure; the server already ordered it). */
-export function applyChange(doc: RoomDocument, version: number, change: Change): RoomDocument {
-  let annotations = doc.annotations;
-  let presenter = doc.presenter;
-  switch (change.op) {
-    case "annotation.add":
-      annotations = [...annotations, change.annotation];
-      break;
-    case "annotation.update":
-      annotations = annotations.map((a) => (a.id === change.annotation.id ? change.annotation : a));
-      break;
-    case "annotation.delete":
-      annotations = annotations.filter((a) => a.id !== change.id);
-      break;
-    case "presenter.set":
-      presenter = change.presenter;
-  }
-  return { ...doc, version, annotations, presenter };
-}
 
 export class RoomClient {
   doc: RoomDocument | null = null;
@@ -105,6 +62,14 @@ export class RoomClient {
   close(): void {
     this.socket?.close();
     this.socket = null;
+  }
+
+  /** A change went missing (the socket dropped a message): join again for the whole document. */
+  private rejoin(): void {
+    const socket = this.socket;
+    if (socket) socket.onclose = null;
+    socket?.close();
+    this.connect().catch((error: Error) => this.listener.closed?.(error.message));
   }
 
   get isPresenter(): boolean {
@@ -161,7 +126,8 @@ export class RoomClient {
         break;
       case "edit":
         if (!this.doc) return;
-        this.doc = applyChange(this.doc, message.version, message.change);
+        if (missesChanges(this.doc, message.version)) return this.rejoin();
+        this.doc = applyChange(this.doc, message.version, message.change as Change);
         this.listener.document?.(this.doc);
         break;
       case "presence":

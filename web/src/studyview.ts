@@ -2,6 +2,7 @@
 import type { Api, Job, Study, Structure } from "./api";
 import { parseGlb } from "./glb";
 import { initialStates, labelColormap, rgbOf, type LabelState } from "./labels";
+import { conventionCaption } from "./layout";
 import { renderAnnotations, renderLabels, renderParticipants } from "./panels";
 import { presetsFor, windowRange } from "./presets";
 import { RoomClient, type Annotation, type PointerState, type Vec3 } from "./room";
@@ -33,7 +34,7 @@ export class StudyView {
     this.viewer = new Viewer($<HTMLCanvasElement>("#gl"), {
       view: () => this.viewChanged(),
       pointer: (mm) => this.pointerMoved(mm),
-    });
+    }, $("#orient"));
     this.xr = new Immersive((state) => ($("#status").dataset.xr = JSON.stringify(state)));
     this.wireControls();
   }
@@ -68,7 +69,7 @@ export class StudyView {
     if (job?.results.includes("meshes.glb")) await this.loadMeshes(job, structures);
     this.mark("meshes", t);
     t = performance.now();
-    this.xr.setVolume(volumeData(this.viewer), this.viewer.robustRange());
+    this.xr.setVolume(volumeData(this.viewer), this.viewer.intensityRange());
     this.mark("xr", t);
     t = performance.now();
     await this.join(study.id);
@@ -188,7 +189,7 @@ export class StudyView {
     const select = $<HTMLSelectElement>("#preset");
     const presets = presetsFor(modality);
     select.replaceChildren(...presets.map((p, i) => new Option(p.name, String(i))));
-    const apply = () => this.viewer.setWindow(...windowRange(presets[Number(select.value)], this.viewer.robustRange()));
+    const apply = () => this.viewer.setWindow(...windowRange(presets[Number(select.value)], this.viewer.intensityRange()));
     select.onchange = apply;
     if (applyNow) apply();
   }
@@ -196,6 +197,8 @@ export class StudyView {
   private wireControls(): void {
     $("#gl").addEventListener("click", (event) => this.clicked(event));
     $<HTMLSelectElement>("#layout").addEventListener("change", (event) => this.viewer.setLayout((event.target as HTMLSelectElement).value));
+    $<HTMLSelectElement>("#convention").addEventListener("change", (event) => this.setConvention((event.target as HTMLSelectElement).value === "radiological"));
+    this.setConvention(true);
     $<HTMLInputElement>("#show-meshes").addEventListener("change", (event) => this.viewer.setOrgansVisible((event.target as HTMLInputElement).checked));
     $("#present").addEventListener("click", () => this.room?.setPresenting(!this.room.isPresenter));
     $<HTMLInputElement>("#follow").addEventListener("change", (event) => {
@@ -211,6 +214,13 @@ export class StudyView {
       });
     }
     $<HTMLInputElement>("#xr-slice").addEventListener("input", (event) => this.xr.setSliceFraction(Number((event.target as HTMLInputElement).value)));
+  }
+
+  /** Radiological (default) or neurological display, stated on screen. */
+  setConvention(radiological: boolean): void {
+    this.viewer.setRadiological(radiological);
+    $<HTMLSelectElement>("#convention").value = radiological ? "radiological" : "neurological";
+    $("#convention-caption").textContent = conventionCaption(radiological);
   }
 
   private async checkXr(): Promise<void> {

@@ -1,6 +1,8 @@
 // The NiiVue viewer: three orthogonal slices and a 3D render, overlay, organ meshes, markers.
 import { NVMesh, Niivue, SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
 import type { LabelColormap } from "./labels";
+import { RENDER, multiLayout, orientationLetters, type Letters } from "./layout";
+import { percentileRange } from "./presets";
 import type { OrganMesh } from "./glb";
 import type { Shape } from "./shapes";
 import type { Vec3, ViewState } from "./room";
@@ -28,8 +30,16 @@ export type ViewerEvents = {
   pointer?: (mm: Vec3) => void;
 };
 
+const EDGES = ["left", "right", "top", "bottom"] as const;
+export type OrientationLabel = { view: number; edge: (typeof EDGES)[number]; letter: string };
+
 export class Viewer {
   readonly nv: Niivue;
+  /** Radiological (patient left on screen right, the default) or neurological display. */
+  radiological = true;
+  private layout = "multi";
+  private attached = false;
+  private range: [number, number] = [0, 1];
   private organs: NVMesh[] = [];
   private markers = new Map<string, NVMesh>();
   private lastLabel = 0;
@@ -38,6 +48,7 @@ export class Viewer {
   constructor(
     private readonly canvas: HTMLCanvasElement,
     private readonly events: ViewerEvents,
+    private readonly letters: HTMLElement,
   ) {
     this.nv = new Niivue({
       backColor: [0.08, 0.09, 0.11, 1],
@@ -48,15 +59,26 @@ export class Viewer {
       legendBackgroundColor: [0.1, 0.1, 0.12, 0.7],
       meshThicknessOn2D: 0, // meshes in the 3D view only (slicing them in 2D costs 20x per frame)
       dragAndDropEnabled: false,
+      isRadiologicalConvention: true,
+      isOrientationTextVisible: false, // the page draws the letters (always, on every 2D view)
+      // 0.2% of the field of view wide: a hairline at any zoom (a voxel wide is 14 px on a
+      // zoomed-in MR and hides the anatomy it points at)
+      crosshairWidth: 0.2,
+      crosshairWidthUnit: "percent",
+      crosshairColor: [1, 0.3, 0.3, 0.75],
     });
     this.nv.onLocationChange = (data) => this.located(data);
     this.nv.onAzimuthElevationChange = () => this.events.view?.();
     canvas.addEventListener("pointermove", (event) => this.hover(event));
+    new ResizeObserver(() => {
+      if (this.attached) this.setLayout(this.layout, false);
+    }).observe(canvas);
   }
 
   async attach(): Promise<void> {
     await this.nv.attachToCanvas(this.canvas);
-    this.nv.setSliceType(SLICE_TYPE.MULTIPLANAR);
+    this.attached = true;
+    this.setLayout(this.layout, false);
   }
 
   /** Load the image and its label overlay (fetched with the token) in one GPU update. */
@@ -74,6 +96,10 @@ export class Viewer {
     await this.nv.loadVolumes(volumes);
     // loadVolumes does not keep a label table passed with the overlay: set it explicitly.
     if (request.colormap && this.nv.volumes[1]) this.setLabelColormap(request.colormap);
+    const base = this.nv.volumes[0];
+    this.range = percentileRange(base.img as ArrayLike<number>, base.hdr?.scl_slope || 1, base.hdr?.scl_inter || 0);
+    this.nv.setRenderAzimuthElevation(120, 30); // from above the side: a thin slab reads as 3D
+    this.setLayout(this.layout, false);
   }
 
   setLabelColormap(colormap: LabelColormap): void {
@@ -87,10 +113,9 @@ export class Viewer {
     if (this.nv.volumes[1]) this.nv.setOpacity(1, opacity);
   }
 
-  /** The image's robust intensity range (NiiVue's automatic window). */
-  robustRange(): [number, number] {
-    const image = this.nv.volumes[0];
-    return [image.robust_min ?? image.cal_min ?? 0, image.robust_max ?? image.cal_max ?? 1];
+  /** The image's 1st-99th percentile intensities (zero background ignored): the base of MR windows. */
+  intensityRange(): [number, number] {
+    return this.range;
   }
 
   setWindow(min: number, max: number): void {
@@ -167,9 +192,37 @@ export class Viewer {
     return this.lastLabel;
   }
 
-  setLayout(name: string): void {
-    this.nv.setSliceType(LAYOUTS[name] ?? SLICE_TYPE.MULTIPLANAR);
-    this.events.view?.();
+  /** Show one view or all four; "multi" gives each view room at its physical aspect. */
+  setLayout(name: string, notify = true): void {
+    this.layout = name in LAYOUTS ? name : "multi";
+    const image = this.nv.volumes[0];
+    const [low, high] = [image?.extentsMinOrtho, image?.extentsMaxOrtho];
+    if (this.layout === "multi" && low && high) {
+      const extent = [0, 1, 2].map((i) => high[i] - low[i]) as Vec3;
+      const box = this.canvas.getBoundingClientRect();
+      this.nv.setCustomLayout(multiLayout(extent, box.width / Math.max(box.height, 1)));
+    } else {
+      this.nv.clearCustomLayout();
+    }
+    this.nv.setSliceType(LAYOUTS[this.layout]);
+    this.requestDraw();
+    if (notify) this.events.view?.();
+  }
+
+  /** Radiological (true) or neurological display of the 2D views. */
+  setRadiological(radiological: boolean): void {
+    this.radiological = radiological;
+    this.nv.setRadiologicalConvention(radiological);
+    this.requestDraw();
+  }
+
+  /** The orientation letters on screen now, one per edge of each 2D view. */
+  orientationLabels(): OrientationLabel[] {
+    return [...this.letters.querySelectorAll<HTMLElement>("[data-edge]")].map((el) => ({
+      view: Number(el.dataset.view),
+      edge: el.dataset.edge as OrientationLabel["edge"],
+      letter: el.textContent ?? "",
+    }));
   }
 
   view(): ViewState {
@@ -184,7 +237,8 @@ export class Viewer {
   }
 
   applyView(view: ViewState): void {
-    if (this.nv.opts.sliceType !== view.slice_type) this.nv.setSliceType(view.slice_type);
+    const name = Object.keys(LAYOUTS).find((key) => LAYOUTS[key] === view.slice_type) ?? "multi";
+    if (name !== this.layout) this.setLayout(name, false);
     this.nv.scene.volScaleMultiplier = view.zoom;
     this.nv.scene.renderAzimuth = view.azimuth;
     this.nv.scene.renderElevation = view.elevation;
@@ -208,7 +262,21 @@ export class Viewer {
     requestAnimationFrame(() => {
       this.drawPending = false;
       this.nv.drawScene();
+      this.placeLetters();
     });
+  }
+
+  /** Put the patient-direction letters at the edges of each 2D view NiiVue just drew. */
+  private placeLetters(): void {
+    const scale = this.canvas.width / Math.max(this.canvas.clientWidth, 1);
+    const spans: HTMLElement[] = [];
+    for (const tile of this.nv.screenSlices) {
+      const letters = tile.axCorSag === RENDER ? null : orientationLetters(tile.axCorSag, this.radiological);
+      if (!letters) continue;
+      const [left, top, width, height] = tile.leftTopWidthHeight.map((v: number) => v / scale);
+      for (const edge of EDGES) spans.push(letterAt(letters, edge, tile.axCorSag, [left, top, width, height]));
+    }
+    this.letters.replaceChildren(...spans);
   }
 
   /** Remove a mesh without NiiVue's full volume update (removeMesh re-uploads the volumes). */
@@ -229,4 +297,17 @@ export class Viewer {
     const mm = this.pointAt(event.clientX, event.clientY);
     if (mm) this.events.pointer?.(mm);
   }
+}
+
+function letterAt(letters: Letters, edge: (typeof EDGES)[number], view: number, [left, top, width, height]: number[]): HTMLElement {
+  const span = document.createElement("span");
+  span.className = `orient ${edge}`;
+  span.dataset.view = String(view);
+  span.dataset.edge = edge;
+  span.textContent = letters[edge];
+  const x = edge === "left" ? left : edge === "right" ? left + width : left + width / 2;
+  const y = edge === "top" ? top : edge === "bottom" ? top + height : top + height / 2;
+  span.style.left = `${x}px`;
+  span.style.top = `${y}px`;
+  return span;
 }

@@ -70,10 +70,14 @@ def print_scan(scan: FolderScan, console: Console) -> None:
 
 
 def _row(series: SeriesInfo) -> tuple[str, ...]:
+    from medverse.io.dicom.volumes import volumes_summary
+
     size = f"{series.rows} x {series.columns} x {series.slices}" if series.rows else "-"
     spacing = " x ".join(f"{v:.4g}" for v in series.spacing) if series.spacing else "-"
     if not series.is_image:
         status = f"non-image object ({series.modality or 'unknown'})"
+    elif series.problem and (volumes := volumes_summary(series)):
+        status = volumes
     elif series.problem:
         status = f"not a regular volume: {series.problem}"
     else:

@@ -19,7 +19,7 @@ from medverse.io.atomic import write_text_atomic
 from medverse.io.dicom.geometry import Frame, check_frames, ras_affine, sort_frames
 from medverse.io.dicom.header import read_dataset
 from medverse.io.dicom.pixels import read_stack, rescale
-from medverse.io.dicom.scan import describe_folder
+from medverse.io.dicom.scan import SeriesInfo, describe_folder
 from medverse.io.dicom.series import select_series
 from medverse.io.nifti import is_nifti_path, write_nifti, write_nifti_array
 
@@ -30,6 +30,7 @@ __all__ = [
     "group_volumes",
     "is_multi_volume",
     "read_volumes",
+    "volumes_summary",
 ]
 
 DIMENSION_ATTRIBUTES = (
@@ -203,3 +204,24 @@ def is_multi_volume(path: str | Path, series_uid: str | None = None) -> bool:
         return False
     frames = select_series(describe_folder(path), series_uid).frames
     return bool(frames) and not _distinct_positions(frames)
+
+
+def volumes_summary(series: SeriesInfo) -> str | None:
+    """One line on the volumes of a series that repeats positions, or None if it does not split.
+
+    Args:
+        series: An image series from :func:`medverse.io.dicom.describe_folder`.
+    """
+    frames = list(series.frames)
+    if not frames or _distinct_positions(frames):
+        return None
+    try:
+        attribute, groups = group_volumes(frames)
+    except DicomError:
+        return None
+    index = DIMENSION_ATTRIBUTES.index(attribute)
+    values = ", ".join(_dimension_values(group[0])[index] for group in groups)
+    return (
+        f"{len(groups)} volumes of {len(groups[0])} slices by {attribute} ({values}); "
+        "convert writes them as 4D, --volume K picks one"
+    )
