@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from medverse.cli.main import main
+from medverse.federated.dp import epsilon_spent
 from medverse.federated.heart_data import load_sites
 from medverse.federated.heart_task import evaluate, make_model
 from medverse.federated.settings import FlSettings, Strategy
@@ -40,6 +42,20 @@ def test_fedprox_simulation_two_sites(shared_data: Path, tmp_path: Path) -> None
             float(row["auroc"]), abs=1e-5
         )
     assert float(rows[-1]["auroc"]) > 0.8
+    assert json.loads((tmp_path / "privacy.json").read_text())["epsilon"] is None  # no DP
+
+
+@pytest.mark.slow
+def test_central_dp_run_reports_epsilon_from_the_accountant(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    root = shared_data / "uci_heart_disease"
+    settings = FlSettings(root, tmp_path, sites=2, rounds=2, epochs=1, dp_noise=1.0, dp_clip=0.5)
+    rows = simulate(settings)
+    privacy = json.loads((tmp_path / "privacy.json").read_text())
+    assert privacy["epsilon"] == pytest.approx(epsilon_spent(1.0, 2, 1e-5))
+    assert 5 < privacy["epsilon"] < 20
+    assert np.isfinite([float(r["loss"]) for r in rows]).all()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--epochs", type=int, default=2, help="local epochs per round")
     sim.add_argument("--lr", type=float, default=0.01, help="local learning rate (Adam)")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier")
+    sim.add_argument("--dp-clip", type=float, default=1.0, help="DP clipping norm per site update")
     sim.add_argument("--out", type=Path, required=True, help="folder to write into")
     sim.set_defaults(func=run_simulate)
 
@@ -52,10 +55,16 @@ def run_simulate(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         seed=args.seed,
+        dp_noise=args.dp_noise,
+        dp_clip=args.dp_clip,
     )
     rows = simulate(settings)
     last = [r for r in rows if int(r["round"]) == settings.rounds]
     for row in last:
         print(f"round {row['round']} {row['site']}: AUROC {float(row['auroc']):.4f}")
-    print(f"wrote metrics.csv, curves.png and global_model.pt into {args.out}")
+    privacy = json.loads((args.out / "privacy.json").read_text())
+    print(
+        f"DP: noise {settings.dp_noise}, epsilon {privacy['epsilon']} at delta {settings.dp_delta}"
+    )
+    print(f"wrote privacy.json, metrics.csv, curves.png and global_model.pt into {args.out}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medverse.federated.dp import epsilon_spent
+from medverse.federated.settings import FlSettings
 from medverse.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,24 @@ class RoundLog:
             fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
         return path
+
+
+def write_privacy(settings: FlSettings, path: Path) -> Path:
+    """Write the (epsilon, delta) the run spent, from dp_accounting's RDP accountant."""
+    eps = epsilon_spent(settings.dp_noise, settings.rounds, settings.dp_delta)
+    report = {
+        "noise_multiplier": settings.dp_noise,
+        "clipping_norm": settings.dp_clip,
+        "rounds": settings.rounds,
+        "sites_per_round": settings.sites,
+        "delta": settings.dp_delta,
+        "epsilon": eps if np.isfinite(eps) else None,
+        "accountant": "dp_accounting RdpAccountant, one GaussianDpEvent per round (site level)",
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    log.info("privacy: epsilon %s at delta %g", report["epsilon"], settings.dp_delta)
+    return path
 
 
 def save_global_model(

@@ -30,12 +30,19 @@ class FlSettings:
     epochs: int = 2
     lr: float = 0.01
     seed: int = 0
+    dp_noise: float = 0.0
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.epochs < 1:
             raise ConfigError(f"rounds and epochs must be >= 1, got {self.rounds}, {self.epochs}")
         if not 2 <= self.sites <= 4:
             raise ConfigError(f"the heart task runs with 2-4 sites, got {self.sites}")
+        if self.dp_noise < 0 or self.dp_clip <= 0:
+            raise ConfigError(
+                f"DP needs noise >= 0 and clip > 0, got {self.dp_noise}, {self.dp_clip}"
+            )
 
     def to_run_config(self) -> dict[str, str | int | float]:
         """The settings as a flat Flower run config (kebab-case keys, plain values)."""
@@ -56,6 +63,9 @@ class FlSettings:
                 epochs=int(str(config.get("epochs", 2))),
                 lr=float(str(config.get("lr", 0.01))),
                 seed=int(str(config.get("seed", 0))),
+                dp_noise=float(str(config.get("dp-noise", 0.0))),
+                dp_clip=float(str(config.get("dp-clip", 1.0))),
+                dp_delta=float(str(config.get("dp-delta", 1e-5))),
             )
         except (KeyError, ValueError) as error:
             raise ConfigError(f"federated run config is incomplete or invalid: {error}") from error

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAvg,
+    FedProx,
+)
+from flwr.serverapp.strategy import Strategy as Strategy_
 
 from medverse.federated.app.common import metric_record
 from medverse.federated.heart_data import HeartSiteName
 from medverse.federated.heart_task import make_model
-from medverse.federated.records import RoundLog, save_global_model
+from medverse.federated.records import RoundLog, save_global_model, write_privacy
 from medverse.federated.settings import FlSettings, Strategy
 
 
-def _strategy(settings: FlSettings, log: RoundLog) -> FedAvg:
+def _strategy(settings: FlSettings, log: RoundLog) -> Strategy_:
     def evaluate_aggr(records: list[RecordDict], weighting_key: str) -> MetricRecord:
         site_metrics = [
             {k: float(str(v)) for k, v in r.metric_records["metrics"].items()} for r in records
@@ -28,8 +33,18 @@ def _strategy(settings: FlSettings, log: RoundLog) -> FedAvg:
         "evaluate_metrics_aggr_fn": evaluate_aggr,
     }
     if settings.strategy == Strategy.FEDPROX:
-        return FedProx(proximal_mu=settings.mu, **common)  # type: ignore[arg-type]
-    return FedAvg(**common)  # type: ignore[arg-type]
+        base: FedAvg = FedProx(proximal_mu=settings.mu, **common)  # type: ignore[arg-type]
+    else:
+        base = FedAvg(**common)  # type: ignore[arg-type]
+    if settings.dp_noise == 0:
+        return base
+    # Central DP: each site's update clipped to dp_clip, N(0, (noise * clip / n)^2) on the mean.
+    return DifferentialPrivacyServerSideFixedClipping(
+        base,
+        noise_multiplier=settings.dp_noise,
+        clipping_norm=settings.dp_clip,
+        num_sampled_clients=n,
+    )
 
 
 def run_server(grid: Grid, settings: FlSettings) -> RoundLog:
@@ -47,6 +62,7 @@ def run_server(grid: Grid, settings: FlSettings) -> RoundLog:
     log.plot(out / "curves.png")
     meta = {**settings.to_run_config(), "sites_names": ",".join(names)}
     save_global_model(result.arrays.to_torch_state_dict(), meta, out / "global_model.pt")
+    write_privacy(settings, out / "privacy.json")
     return log
 
 
