@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medverse
 from medverse.core.logging import get_logger
-from medverse.core.settings import Settings
+from medverse.core.settings import DEVELOPMENT_TOKEN_PEPPER, Settings
 from medverse.service.audit import router as audit_router
 from medverse.service.auth import router as auth_router
 from medverse.service.db import Database, database_url
@@ -44,7 +44,13 @@ _LOG = get_logger(__name__)
 # Bodies other than study uploads are small JSON documents.
 MAX_JSON_BYTES = 1 << 20
 UPLOAD_PATH = "/api/studies"
-SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# No page of this origin may be framed (clickjacking): the CSP directive, and the older header.
+SECURITY_HEADERS = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+)
 # One router per resource, in the order the OpenAPI document lists them (rooms, then the
 # viewer's data, follow).
 ROUTERS = (
@@ -122,6 +128,12 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
 
 
 def _start(services: Services) -> None:
+    if services.settings.token_pepper.get_secret_value() == DEVELOPMENT_TOKEN_PEPPER:
+        _LOG.warning(
+            "MEDVERSE_TOKEN_PEPPER is the public development value: anyone who reads the "
+            "database can test tokens against it. Set a secret of 32+ characters and "
+            "MEDVERSE_ENVIRONMENT=production before real use (production refuses this value)"
+        )
     services.db.create_schema()
     services.storage.sweep()
     requeued, failed = requeue_expired(services.db, services.settings.max_attempts)

@@ -94,6 +94,15 @@ class Database:
                 key = advisory_key(_SCHEMA_LOCK)
                 connection.execute(select(func.pg_advisory_xact_lock(key)))
             Base.metadata.create_all(connection)
+        self._owner_only()
+
+    def _owner_only(self) -> None:
+        """Make the SQLite file readable by the service's user only (it names patients).
+
+        SQLite gives its journal and WAL files the database file's mode.
+        """
+        if self.is_sqlite and self.url.database and Path(self.url.database).is_file():
+            Path(self.url.database).chmod(0o600)
 
     def ping(self) -> None:
         """Run ``SELECT 1``; raises if the database cannot be reached."""

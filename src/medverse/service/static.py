@@ -18,10 +18,11 @@ NOT_BUILT = (
     "<code>src/medverse/service/web_dist/</code>), then restart the service. The API is at "
     '<a href="/docs">/docs</a>.</p>'
 )
-# The viewer's own page may run only its bundled scripts; it talks to this origin only.
+# The viewer's own page may run only its bundled scripts; it talks to this origin only
+# ('self' covers the room's ws:/wss: socket to this host, and no other host).
 CSP = (
     "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; connect-src 'self' ws: wss: blob: data:; worker-src 'self' blob:"
+    "img-src 'self' data: blob:; connect-src 'self' blob: data:; worker-src 'self' blob:"
 )
 
 

@@ -67,7 +67,7 @@ def test_job_runs_to_succeeded_and_all_five_results_download(api_with_worker: Ap
         "/api/audit", params={"resource": f"job/{done['id']}/results/"}, headers=api.admin
     ).json()
     assert sorted(e["resource"].rsplit("/", 1)[1] for e in reads) == sorted(FIVE)
-    metrics = api.client.get("/metrics").text
+    metrics = api.client.get("/metrics", headers=api.admin).text
     assert 'medverse_jobs{state="succeeded"} 1' in metrics
     assert "medverse_job_duration_seconds_count 1" in metrics
 

@@ -1,4 +1,4 @@
-"""``/healthz`` and ``/metrics``: for load balancers and Prometheus; no patient data, no token."""
+"""``/healthz`` (no token, for load balancers) and ``/metrics`` (an admin token, for Prometheus)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 import medverse
 from medverse.core.logging import get_logger
-from medverse.service.deps import ServicesDep
+from medverse.service.deps import AdminDep, ServicesDep
 from medverse.service.health.metrics import CONTENT_TYPE, render_metrics
 from medverse.service.health.schemas import HealthPublic
 
@@ -40,6 +40,10 @@ def healthz(services: ServicesDep) -> HealthPublic | JSONResponse:
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
     summary="Prometheus metrics",
 )
-def metrics(services: ServicesDep) -> PlainTextResponse:
-    """Queue depth by state, job durations, stored studies, GPU memory (when CUDA)."""
+def metrics(services: ServicesDep, _admin: AdminDep) -> PlainTextResponse:
+    """Queue depth by state, job durations, stored studies, GPU memory (admins only).
+
+    Prometheus sends the token with ``authorization: {credentials: <token>}`` in its scrape
+    configuration.
+    """
     return PlainTextResponse(render_metrics(services.db), media_type=CONTENT_TYPE)

@@ -31,6 +31,8 @@ from medverse.service.tables import Instance, Series, Study, StudyKind
 
 _LOG = get_logger(__name__)
 NIFTI_SERIES_MODALITY = "NIFTI"
+# Stored images are readable by the service's user only.
+OWNER_ONLY = 0o600
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class Ingestor:
         target = self.storage.study_dir(study.id) / name
         moves.files.append(target)
         scrub_nifti(batch.nifti, target)  # the stored copy is what researchers receive
+        target.chmod(OWNER_ONLY)
         session.add(
             Series(
                 study_id=study.id,
@@ -222,6 +225,7 @@ class Ingestor:
             target = self.storage.absolute(row.path) / f"{obj.sop_uid}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(obj.path, target)
+            target.chmod(OWNER_ONLY)  # like the de-identification mapping: it names patients
             moves.files.append(target)
             session.add(
                 Instance(
