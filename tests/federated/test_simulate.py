@@ -83,3 +83,45 @@ def test_cli_refuses_a_bad_site_before_round_one(
     code = main(["fl", "simulate", "--dataset", str(data), "--sites", "2", "--out", str(tmp_path)])
     assert code == 2
     assert "site cleveland: 1 rows have a diagnosis 'num' outside 0-4" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wrong_shaped_update_is_rejected_and_the_round_aggregates_the_others(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.simulation import run_simulation
+
+    from medverse.federated.app.client_app import build_client_app
+    from medverse.federated.app.server_app import build_server_app
+
+    settings = FlSettings(shared_data / "uci_heart_disease", tmp_path, sites=3, rounds=1, epochs=1)
+    honest = build_client_app(settings)
+    bad = ClientApp()
+
+    @bad.train()
+    def train(msg: Message, context: Context) -> Message:
+        if int(str(context.node_config["partition-id"])) != 1:
+            return honest(msg, context)
+        wrong = ArrayRecord({"0.weight": torch.zeros(3, 3)})  # a site that skips the guard
+        metrics = MetricRecord({"num-examples": 100, "train_loss": 0.1, "site-index": 1})
+        return Message(RecordDict({"arrays": wrong, "metrics": metrics}), reply_to=msg)
+
+    @bad.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        return honest(msg, context)
+
+    with caplog.at_level("WARNING", logger="medverse.federated.app.checked"):
+        run_simulation(
+            server_app=build_server_app(settings),
+            client_app=bad,
+            num_supernodes=3,
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        )
+    assert "round 1: rejected the update of node" in caplog.text
+    assert "expected {'0.weight': (16, 26)" in caplog.text
+    with (tmp_path / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["site"] for r in rows] == ["cleveland", "hungarian", "switzerland", "global"]
+    assert float(rows[-1]["auroc"]) > 0.7  # the other two sites' updates were aggregated

@@ -6,11 +6,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
-    FedProx,
 )
 from flwr.serverapp.strategy import Strategy as Strategy_
 
+from medverse.federated.app.checked import CheckedFedAvg, CheckedFedProx
 from medverse.federated.app.common import metric_record
 from medverse.federated.heart_data import HeartSiteName
 from medverse.federated.heart_task import make_model
@@ -33,9 +32,11 @@ def _strategy(settings: FlSettings, log: RoundLog) -> Strategy_:
         "evaluate_metrics_aggr_fn": evaluate_aggr,
     }
     if settings.strategy == Strategy.FEDPROX:
-        base: FedAvg = FedProx(proximal_mu=settings.mu, **common)  # type: ignore[arg-type]
+        base: CheckedFedAvg | CheckedFedProx = CheckedFedProx(proximal_mu=settings.mu, **common)  # type: ignore[arg-type]
     else:
-        base = FedAvg(**common)  # type: ignore[arg-type]
+        base = CheckedFedAvg(**common)  # type: ignore[arg-type]
+    model = make_model(settings.seed)
+    base.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if settings.dp_noise == 0:
         return base
     # Central DP: each site's update clipped to dp_clip, N(0, (noise * clip / n)^2) on the mean.
