@@ -21,8 +21,15 @@ from medverse.io.deid.dataset import shift_date, shift_datetime
 from medverse.io.deid.profile import Action, action_for
 from medverse.io.dicom import read_series, scan_folder
 from medverse.io.seg import read_seg, write_seg
-from tests.conftest import CT_SERIES, DCMQI, MR_STUDY
-from tests.io.dicom_helpers import CT_3SLICE, T1POST, copy_series, truncate
+from tests.conftest import CT_SERIES, DCMQI, MR_STUDY, REPO
+from tests.io.dicom_helpers import (
+    CT_3SLICE,
+    T1POST,
+    VENDOR_SAMPLES,
+    copy_series,
+    dciodvfy_errors,
+    truncate,
+)
 
 CHANGED = {Action.REMOVE, Action.EMPTY, Action.DUMMY, Action.UID, Action.PSEUDONYM, Action.SHIFT}
 
@@ -300,3 +307,48 @@ def test_date_and_datetime_shifts(value: str, days: int, expected: str) -> None:
 )
 def test_profile_actions(keyword: str, vr: str, action: Action) -> None:
     assert action_for(pydicom.datadict.tag_for_keyword(keyword) or 0, vr) is action
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [REPO / "examples" / "ct_abdomen" / "dicom", *sorted(VENDOR_SAMPLES.glob("[gpsu]*"))],
+    ids=lambda p: p.name if p.name != "dicom" else "demo_ct",
+)
+def test_deidentified_files_pass_dciodvfy_with_no_error_of_their_own(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Every de-identified file passes dciodvfy: no error the source file does not have already.
+
+    The sources' own errors (vendor Laterality/TriggerTime/MR pulse-sequence conditionals)
+    are inherited, not made by de-identification; none is a Type 1 attribute left empty.
+    """
+    deidentify(folder, tmp_path / "out", tmp_path / "map.json")
+    written = sorted((tmp_path / "out").rglob("*"))
+    originals = {_instance_uid(f): f for f in folder.iterdir()}
+    mapping = {
+        new: old for old, new in json.loads((tmp_path / "map.json").read_text())["uids"].items()
+    }
+    files = [f for f in written if f.is_file()]
+    assert files
+    for file in files:
+        errors = dciodvfy_errors(file)
+        assert not [e for e in errors if "Type 1 Required" in e], file.name
+        source = originals[mapping[_instance_uid(file)]]
+        assert set(errors) <= set(dciodvfy_errors(_as_readers_see_it(source, tmp_path))), file.name
+
+
+def _instance_uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID)
+
+
+def _as_readers_see_it(source: Path, folder: Path) -> Path:
+    """The source with empty SOP Class/Instance UIDs filled from its file meta, as readers do.
+
+    The validator can then tell its IOD and check it as fully as the de-identified copy.
+    """
+    ds = pydicom.dcmread(source)
+    ds.SOPClassUID = ds.SOPClassUID or ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.SOPInstanceUID or ds.file_meta.MediaStorageSOPInstanceUID
+    path = folder / "source-as-read.dcm"
+    ds.save_as(path)
+    return path

@@ -13,6 +13,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from medverse.io.deid.mapping import DeidMapping, PatientEntry
 from medverse.io.deid.profile import Action, action_for, dummy_value
+from medverse.io.dicom.header import study_and_series_uids
 
 DEID_METHOD = "medverse: PS3.15 Basic Profile, Modified Dates"
 # (code value, meaning) of CID 7050 De-identification Method.
@@ -60,6 +61,13 @@ def deidentify_dataset(
 
 
 def _repair_instance_uids(ds: Dataset) -> None:
+    # Type 1 UIDs a file leaves empty get the one stand-in rule (then mapped like any UID),
+    # so the de-identified copy is valid and its series stays one series.
+    study_uid, series_uid = study_and_series_uids(ds)
+    if not str(ds.get("StudyInstanceUID", "") or ""):
+        ds.StudyInstanceUID = study_uid
+    if not str(ds.get("SeriesInstanceUID", "") or ""):
+        ds.SeriesInstanceUID = series_uid
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         return

@@ -284,6 +284,12 @@ def profile_code(tag: int) -> str | None:
     return None
 
 
+TYPE1_SOMEWHERE = frozenset({"DeviceSerialNumber"})
+"""Keywords the profile lets us empty that are Type 1 in some IOD (DeviceSerialNumber in the
+Enhanced General Equipment module of enhanced MR/CT): they get the profile's dummy (D) instead,
+so the de-identified file stays valid."""
+
+
 def action_for(tag: int, vr: str, *, keep_descriptions: bool = False) -> Action:
     """Resolve what to do with one element under medverse's options.
 
@@ -291,7 +297,8 @@ def action_for(tag: int, vr: str, *, keep_descriptions: bool = False) -> Action:
     profile removes it outright (X) or it is the birth date (emptied); times are kept unless
     removed outright; a combined code containing X removes a sequence, else empties or removes
     a value (X/Z, Z/D, X/Z/D -> empty; X/D -> remove); D alone gives a dummy; U remaps UIDs;
-    U* keeps a sequence and remaps the UIDs inside. Any other person name (PN) is emptied,
+    U* keeps a sequence and remaps the UIDs inside; ``TYPE1_SOMEWHERE`` keywords get the dummy
+    where the code allows D. Any other person name (PN) is emptied,
     stricter than the profile. Private tags are handled by the caller (always removed).
 
     Args:
@@ -313,6 +320,8 @@ def action_for(tag: int, vr: str, *, keep_descriptions: bool = False) -> Action:
         return Action.REMOVE if code == "X" else Action.KEEP
     if vr == "SQ":
         return _sequence_action(code)
+    if keyword in TYPE1_SOMEWHERE and "D" in code:
+        return Action.DUMMY
     return _value_action(code, vr)
 
 

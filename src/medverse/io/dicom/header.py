@@ -227,13 +227,19 @@ def header_of(ds: Dataset, path: Path) -> DicomHeader:
         raise DicomError(f"unreadable DICOM header ({error_text(error)})", path) from None
 
 
-def _summarise(ds: Dataset, path: Path) -> DicomHeader:
+def study_and_series_uids(ds: Dataset) -> tuple[str, str]:
+    """The dataset's Study and Series Instance UIDs, or their :func:`stand_in_uid` when empty."""
     study = text_value(ds, "StudyInstanceUID")
     series = text_value(ds, "SeriesInstanceUID")
     study_uid = study or stand_in_uid("study", (text_value(ds, k) for k in STUDY_IDENTITY))
     series_uid = series or stand_in_uid(
         "series", [study_uid, *(text_value(ds, k) for k in SERIES_IDENTITY)]
     )
+    return study_uid, series_uid
+
+
+def _summarise(ds: Dataset, path: Path) -> DicomHeader:
+    study_uid, series_uid = study_and_series_uids(ds)
     sop_class = sop_class_uid(ds)
     modality = text_value(ds, "Modality")
     frames: list[Frame] = []
@@ -247,8 +253,8 @@ def _summarise(ds: Dataset, path: Path) -> DicomHeader:
         path=path,
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance_uid(ds),
-        study_instance_uid=study,
-        series_instance_uid=series,
+        study_instance_uid=text_value(ds, "StudyInstanceUID"),
+        series_instance_uid=text_value(ds, "SeriesInstanceUID"),
         study_uid=study_uid,
         series_uid=series_uid,
         frame_of_reference_uid=text_value(ds, "FrameOfReferenceUID"),
