@@ -12,7 +12,7 @@ import pytest
 from medverse.cli.main import main
 from medverse.io.dicom import read_series, scan_folder
 from medverse.io.nifti import read_nifti
-from tests.conftest import CT_SERIES, DCMQI, HIPPOCAMPUS, MR_STUDY
+from tests.conftest import CT_SERIES, DCMQI, HIPPOCAMPUS, MR_STUDY, REPO
 
 
 def test_info_lists_the_five_series_of_the_brain_study(capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,3 +115,14 @@ def test_info_lists_the_volumes_of_a_multi_volume_series(
     assert main(["info", str(PHILIPS_4D)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "3 volumes of 9 slices by TemporalPositionIdentifier (1, 2, 3)" in out
+
+
+def test_segment_refuses_a_multi_volume_series_before_inference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    model = REPO / "models" / "hippocampus_dynunet.pt"
+    code = main(["segment", str(PHILIPS_4D), "--model", str(model), "--out", str(out)])
+    error = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "holds 3 volumes of 9 slices by TemporalPositionIdentifier" in error
+    assert "--volume K" in error and not out.exists()

@@ -45,7 +45,11 @@ def read_series(
     frames = list(series.frames)
     if not frames:
         raise DicomError(series.problem or "holds no image frames")
-    check_frames(frames, path, allow_irregular=allow_irregular)
+    try:
+        check_frames(frames, path, allow_irregular=allow_irregular)
+    except DicomError:
+        _refuse_multi_volume(series, path)
+        raise
     array = rescale(read_stack(frames), frames)
     return Volume(
         array=array.transpose(2, 1, 0),
@@ -62,6 +66,19 @@ def read_series(
             series_description=series.description,
         ),
     )
+
+
+def _refuse_multi_volume(series: SeriesInfo, path: Path) -> None:
+    """Name the volumes of a series that holds several (a 3D reader must not pick one)."""
+    from medverse.io.dicom.volumes import volumes_summary  # volumes reads through this module
+
+    summary = volumes_summary(series)
+    if summary is not None:
+        raise DicomError(
+            f"holds {summary}, not one 3D volume: extract one with "
+            "`medverse convert --volume K` (1-based), or convert them all to a 4D NIfTI",
+            path,
+        )
 
 
 def select_series(scan: FolderScan, series_uid: str | None = None) -> SeriesInfo:

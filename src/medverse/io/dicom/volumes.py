@@ -221,7 +221,4 @@ def volumes_summary(series: SeriesInfo) -> str | None:
         return None
     index = DIMENSION_ATTRIBUTES.index(attribute)
     values = ", ".join(_dimension_values(group[0])[index] for group in groups)
-    return (
-        f"{len(groups)} volumes of {len(groups[0])} slices by {attribute} ({values}); "
-        "convert writes them as 4D, --volume K picks one"
-    )
+    return f"{len(groups)} volumes of {len(groups[0])} slices by {attribute} ({values})"
