@@ -53,3 +53,17 @@ def test_a_single_volume_series_is_one_volume_equal_to_read_series() -> None:
     (only,) = read_volumes(folder)
     assert only.attribute == ""
     assert np.array_equal(only.volume.array, read_series(folder).array)
+
+
+def test_jpeg_lossless_sample_converts_equal_to_dcm2niix(tmp_path: Path) -> None:
+    """The shared JPEG Lossless (.70) sample: same voxels and affine as dcm2niix's."""
+    folder = VENDOR_SAMPLES / "jpeg_lossless"
+    ours = read_series(folder)
+    ref = _dcm2niix(folder, tmp_path)
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(ref.affine), nib.orientations.io_orientation(ours.affine)
+    )
+    ref = ref.as_reoriented(transform)
+    assert ref.shape == ours.shape == (86, 86, 8)
+    assert np.allclose(ref.affine, ours.affine, atol=0.01)
+    assert np.array_equal(np.asarray(ref.dataobj), ours.array)
