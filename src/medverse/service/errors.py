@@ -57,6 +57,13 @@ class NotFoundError(ServiceError):
     status_code = 404
 
 
+class HiddenError(NotFoundError):
+    """Refused, but answered exactly as a missing resource (404) so the caller learns nothing.
+
+    The audit log still records it as denied.
+    """
+
+
 class ConflictError(ServiceError):
     """The resource is not in a state that allows this (409)."""
 

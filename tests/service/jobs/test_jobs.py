@@ -93,7 +93,7 @@ def test_job_requests_are_checked(api: Api) -> None:
         "unknown model 'nope'; available: none",
     )
     assert traversal.status_code == 422
-    assert researcher.status_code == 403
+    assert researcher.status_code == 404  # the identified study is hidden from researchers
     assert missing.status_code == 404
 
 
@@ -128,7 +128,7 @@ def test_queued_job_can_be_cancelled_once_by_its_owner_or_an_admin(
     first = api.client.post(f"/api/jobs/{job['id']}/cancel", headers=api.clinician)
     second = api.client.post(f"/api/jobs/{job['id']}/cancel", headers=api.admin)
 
-    assert other.status_code == 403  # a researcher may not even see it (identified study)
+    assert other.status_code == 404  # a researcher may not even see it (identified study)
     assert (first.status_code, first.json()["state"]) == (200, "cancelled")
     assert second.status_code == 409
     listing = api.client.get("/api/jobs", params={"state": "cancelled"}, headers=api.admin)

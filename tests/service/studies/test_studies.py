@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pydicom
 from sqlalchemy import func, select
 
@@ -66,15 +68,16 @@ def test_no_token_and_bad_tokens_get_401(api: Api) -> None:
     assert api.client.post("/api/studies", files=ct_files()).status_code == 401
 
 
-def test_researcher_gets_403_on_the_identified_study_and_the_attempt_is_audited(api: Api) -> None:
+def test_researcher_gets_404_on_the_identified_study_and_the_attempt_is_audited(api: Api) -> None:
     study = api.client.post("/api/studies", files=ct_files(), headers=api.clinician).json()
 
     refused = api.client.get(f"/api/studies/{study['id']}", headers=api.researcher)
     listing = api.client.get("/api/studies", headers=api.researcher).json()
     copy = api.client.get(f"/api/studies/{study['deidentified_study_id']}", headers=api.researcher)
 
-    assert refused.status_code == 403
-    assert "de-identified" in refused.json()["detail"]
+    missing = api.client.get(f"/api/studies/{uuid.uuid4()}", headers=api.researcher)
+    assert refused.status_code == missing.status_code == 404  # the same answer as a missing one
+    assert refused.json()["detail"] == f"no study {study['id']}"
     assert [s["id"] for s in listing] == [study["deidentified_study_id"]]
     assert copy.status_code == 200
     assert copy.json()["source_study_id"] is None  # the link to the identified study is hidden

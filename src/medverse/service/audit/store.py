@@ -13,7 +13,7 @@ from sqlalchemy import select
 from medverse.core.errors import MedverseError
 from medverse.service.auth.security import Principal
 from medverse.service.db import Database
-from medverse.service.errors import ForbiddenError, NotFoundError, ServiceError
+from medverse.service.errors import ForbiddenError, HiddenError, NotFoundError, ServiceError
 from medverse.service.tables import AuditEvent
 
 
@@ -124,7 +124,7 @@ class AuditLog:
 
     def refused(self, action: str, resource: str, error: Exception, detail: str = "") -> None:
         """Record an action that ended with ``error`` (see :meth:`action` for the outcomes)."""
-        if isinstance(error, ForbiddenError):
+        if isinstance(error, ForbiddenError | HiddenError):
             self.record(action, resource, Outcome.DENIED, detail)
         elif isinstance(error, NotFoundError):
             self.record(action, resource, Outcome.NOT_FOUND, detail)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from medverse.service.audit.store import AuditLog, Outcome
 from medverse.service.auth.security import Principal
 from medverse.service.db import Database
-from medverse.service.errors import BadRequestError, ForbiddenError, NotFoundError
+from medverse.service.errors import BadRequestError, HiddenError, NotFoundError
 from medverse.service.storage import Storage
 from medverse.service.studies.ingest import NIFTI_SERIES_MODALITY, IngestResult
 from medverse.service.studies.schemas import SeriesPublic, StudyPublic, StudyUploadPublic
@@ -53,15 +53,14 @@ def load_study(session: Session, study_id: str) -> Study:
 
 
 def check_access(principal: Principal, study: Study) -> None:
-    """Refuse an identified study to a researcher.
+    """Refuse an identified study to a researcher, answering as if it did not exist.
 
     Raises:
-        ForbiddenError: If ``principal`` may only see de-identified studies and this one is not.
+        HiddenError: If ``principal`` may only see de-identified studies and this one is not
+            (404 with the missing study's words; audited as denied).
     """
     if study.identified and not principal.can_see_identified():
-        raise ForbiddenError(
-            f"study {study.id} is identified; researchers may only read de-identified studies"
-        )
+        raise HiddenError(f"no study {study.id}")
 
 
 def list_studies(
