@@ -119,7 +119,7 @@ def build_secagg_server_app(
         n = settings.sites
         strategy = LegacyFedAvg(
             fraction_evaluate=0.0,
-            min_fit_clients=n - 1,
+            min_fit_clients=n,  # sample every site even if some register late
             min_available_clients=n,
             on_fit_config_fn=lambda r: {"server-round": r},
             initial_parameters=ndarrays_to_parameters(
