@@ -42,6 +42,13 @@ class JobPublic(BaseModel):
     progress: float = Field(ge=0.0, le=1.0)
     error: str | None
     attempts: int
+    retrying: bool = Field(
+        False,
+        description="an earlier attempt's worker died or failed and the job runs (or waits) again",
+    )
+    worker_lost: bool = Field(
+        False, description="running, but its worker stopped renewing the lease: to be retried"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Result, Update, func, select, update
@@ -277,6 +277,7 @@ def counts_by_state(db: Database) -> dict[JobState, int]:
 def job_public(job: Job, storage: Storage) -> JobPublic:
     """The API view of a job; ``results`` lists the files a succeeded job has."""
     results: list[ResultName] = []
+    state = JobState(job.state)
     if job.state == JobState.SUCCEEDED.value:
         folder = storage.results_dir(job.id)
         results = [name for name in ResultName if (folder / name.value).is_file()]
@@ -285,10 +286,14 @@ def job_public(job: Job, storage: Storage) -> JobPublic:
         study_id=job.study_id,
         series_uid=job.series_uid,
         model=job.model,
-        state=JobState(job.state),
+        state=state,
         progress=job.progress,
         error=job.error,
         attempts=job.attempts,
+        retrying=job.attempts > 1 or (state == JobState.QUEUED and job.attempts > 0),
+        worker_lost=state == JobState.RUNNING
+        and job.lease_expires_at is not None
+        and _aware(job.lease_expires_at) < _aware(utcnow()),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -313,3 +318,8 @@ def _mine(job: ClaimedJob) -> Update:
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they were stored as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

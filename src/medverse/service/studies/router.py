@@ -102,7 +102,13 @@ def _ingest(
     return upload_public(services.db, principal, audit, result)
 
 
-@router.get("", response_model=list[StudyPublic], responses=_ERRORS, summary="List studies")
+@router.api_route(
+    "",
+    methods=["GET", "HEAD"],
+    response_model=list[StudyPublic],
+    responses=_ERRORS,
+    summary="List studies",
+)
 def get_studies(
     services: ServicesDep,
     principal: PrincipalDep,
