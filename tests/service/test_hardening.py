@@ -50,3 +50,14 @@ def test_the_development_pepper_is_warned_about_at_start_up(
     with caplog.at_level(logging.WARNING), TestClient(create_app(api.settings)):
         pass
     assert any("public development value" in r.getMessage() for r in caplog.records)
+
+
+def test_start_up_says_where_models_are_looked_for_and_warns_when_none(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO), TestClient(create_app(api.settings)):
+        pass
+    folder = str(api.settings.models_dir.resolve())
+    assert any(
+        "no models found in" in r.getMessage() and folder in r.getMessage() for r in caplog.records
+    )

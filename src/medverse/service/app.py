@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -114,8 +115,6 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         version=str(medverse.__version__),
         summary="Studies in, segmentation jobs run, results out; authenticated and audited.",
         lifespan=lifespan,
-        docs_url=None,  # FastAPI's pages load from a CDN: install_static serves /docs locally
-        redoc_url=None,
     )
     app.state.services = services
     app.state.storage = services.storage
@@ -136,12 +135,26 @@ def _start(services: Services) -> None:
             "database can test tokens against it. Set a secret of 32+ characters and "
             "MEDVERSE_ENVIRONMENT=production before real use (production refuses this value)"
         )
+    _report_models(services)
     services.db.create_schema()
     services.storage.sweep()
     requeued, failed = requeue_expired(services.db, services.settings.max_attempts)
     if requeued or failed:
         _LOG.info(
             "start-up: %d job(s) re-queued, %d failed (worker leases expired)", requeued, failed
+        )
+
+
+def _report_models(services: Services) -> None:
+    """Say where models are looked for, and warn when there are none (jobs could not run)."""
+    folder = Path(services.settings.models_dir).expanduser().resolve()
+    names = [m.name for m in services.catalog.available()]
+    _LOG.info("models: %d in %s (%s)", len(names), folder, ", ".join(names) or "none")
+    if not names:
+        _LOG.warning(
+            "no models found in %s: GET /api/models is empty and no job can run; put "
+            "<name>.pt checkpoints there, or start with --models-dir / MEDVERSE_MODELS_DIR",
+            folder,
         )
 
 
