@@ -98,7 +98,8 @@ export class Viewer {
     if (request.colormap && this.nv.volumes[1]) this.setLabelColormap(request.colormap);
     const base = this.nv.volumes[0];
     this.range = percentileRange(base.img as ArrayLike<number>, base.hdr?.scl_slope || 1, base.hdr?.scl_inter || 0);
-    this.nv.setRenderAzimuthElevation(120, 30); // from above the side: a thin slab reads as 3D
+    this.nv.scene.renderAzimuth = 120; // from above the side: a thin slab reads as 3D
+    this.nv.scene.renderElevation = 30;
     this.setLayout(this.layout, false);
   }
 
@@ -200,11 +201,13 @@ export class Viewer {
     if (this.layout === "multi" && low && high) {
       const extent = [0, 1, 2].map((i) => high[i] - low[i]) as Vec3;
       const box = this.canvas.getBoundingClientRect();
-      this.nv.setCustomLayout(multiLayout(extent, box.width / Math.max(box.height, 1)));
+      this.nv.customLayout = multiLayout(extent, box.width / Math.max(box.height, 1));
     } else {
-      this.nv.clearCustomLayout();
+      this.nv.customLayout = [];
     }
-    this.nv.setSliceType(LAYOUTS[this.layout]);
+    // Set directly and draw once on the next frame: NiiVue's setters each draw the whole scene
+    // (seconds per frame in software WebGL on a busy machine).
+    this.nv.opts.sliceType = LAYOUTS[this.layout];
     this.requestDraw();
     if (notify) this.events.view?.();
   }
