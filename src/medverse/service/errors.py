@@ -107,6 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(MedverseError, medverse_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    _document_validation_errors(app)
     app.add_exception_handler(Exception, unexpected)
 
 
@@ -130,3 +131,47 @@ def _field_error(item: Mapping[str, Any]) -> dict[str, Any]:
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     return {"loc": list(item.get("loc", ())), "msg": message, "type": item.get("type", "")}
+
+
+# The 422 answer as ``invalid_request`` sends it (FastAPI documents its own list shape).
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "HTTPValidationError",
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "one line naming the first bad field"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {
+                        "type": "array",
+                        "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                    },
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+                "required": ["loc", "msg", "type"],
+            },
+        },
+    },
+    "required": ["detail", "errors"],
+}
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """Publish the 422 shape this service answers with in the OpenAPI document.
+
+    FastAPI's documented way to change the generated document is to wrap ``app.openapi``.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in components:
+            components["HTTPValidationError"] = VALIDATION_ERROR_SCHEMA
+            components.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

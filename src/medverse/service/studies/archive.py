@@ -78,7 +78,7 @@ def _unpack(
             for index, member in enumerate(members):
                 path = target / f"{index:06d}"
                 total = _copy(archive, member, path, file.name, limits, total)
-                entries.append(ReceivedFile(f"{file.name}:{member.filename}", path))
+                entries.append(ReceivedFile(f"{file.name}:{member.filename}", path, True))
             return entries, total
     except zipfile.BadZipFile as error:
         raise BadRequestError(f"{file.name}: not a readable zip archive ({error})") from None

@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -45,6 +45,7 @@ class IngestResult:
         added: Objects stored now.
         already_present: Objects that were stored before (same SOP Instance UID or file).
         deidentified_study_id: The de-identified copy made for researchers, if any.
+        skipped: Zip entries that were neither DICOM nor NIfTI (left out, named).
     """
 
     study_id: str
@@ -52,6 +53,7 @@ class IngestResult:
     added: int
     already_present: int
     deidentified_study_id: str | None
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass
@@ -107,7 +109,7 @@ class Ingestor:
         research = None
         if batch.kind == StudyKind.DICOM and batch.identified:
             research = self._deidentified(batch, staging)
-        result = self._commit(batch, research, uploaded_by)
+        result = replace(self._commit(batch, research, uploaded_by), skipped=batch.skipped)
         _LOG.info(
             "study %s: %d object(s) stored, %d already present%s",
             result.study_id,

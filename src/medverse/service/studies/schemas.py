@@ -44,6 +44,9 @@ class StudyUploadPublic(StudyPublic):
 
     instances_added: int
     instances_already_present: int
+    skipped: list[str] = Field(
+        default_factory=list, description="zip entries left out: neither DICOM nor NIfTI"
+    )
 
 
 class StudyDeletedPublic(BaseModel):

@@ -116,6 +116,7 @@ def upload_public(
         **public.model_dump(),
         instances_added=result.added,
         instances_already_present=result.already_present,
+        skipped=list(result.skipped),
     )
 
 

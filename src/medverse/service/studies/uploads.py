@@ -25,10 +25,12 @@ class ReceivedFile:
     Attributes:
         name: The name the client gave, for messages only (never a path we write to).
         path: The staged copy.
+        in_archive: True for an entry unpacked from a zip (a stray one is skipped, not refused).
     """
 
     name: str
     path: Path
+    in_archive: bool = False
 
 
 def display_name(raw: str) -> str:

@@ -71,6 +71,7 @@ class Batch:
     study_uid: str
     dicom: tuple[DicomObject, ...] = ()
     nifti: Path | None = None
+    skipped: tuple[str, ...] = ()
 
     @property
     def identified(self) -> bool:
@@ -81,8 +82,9 @@ class Batch:
 def classify(files: list[ReceivedFile]) -> Batch:
     """Check each file and return the batch they make.
 
-    DICOMDIR indexes and archiver clutter are skipped; anything else that is neither a
-    readable DICOM object nor a 3D NIfTI image refuses the upload.
+    DICOMDIR indexes and archiver clutter are skipped, and so is a zip entry that is neither
+    DICOM nor NIfTI (a README in a PACS export; its name is reported in ``skipped``); a file
+    sent on its own that is neither refuses the upload.
 
     Raises:
         BadRequestError: Naming the first bad file, or when the files span several studies,
@@ -90,8 +92,15 @@ def classify(files: list[ReceivedFile]) -> Batch:
     """
     dicom: dict[str, DicomObject] = {}
     nifti: list[ReceivedFile] = []
+    skipped: list[str] = []
     for file in files:
-        kind = _sniff(file)
+        try:
+            kind = _sniff(file)
+        except BadRequestError:
+            if not file.in_archive:
+                raise
+            skipped.append(file.name)
+            continue
         if kind == "dicom":
             obj = read_dicom(file)
             if obj is not None:
@@ -112,7 +121,9 @@ def classify(files: list[ReceivedFile]) -> Batch:
         raise BadRequestError(
             f"the upload holds {len(studies)} studies; upload one study at a time"
         )
-    return Batch(StudyKind.DICOM, studies.pop(), dicom=tuple(dicom.values()))
+    return Batch(
+        StudyKind.DICOM, studies.pop(), dicom=tuple(dicom.values()), skipped=tuple(skipped)
+    )
 
 
 def _sniff(file: ReceivedFile) -> str:
