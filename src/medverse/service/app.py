@@ -115,6 +115,8 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         version=str(medverse.__version__),
         summary="Studies in, segmentation jobs run, results out; authenticated and audited.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: install_static serves /docs locally
+        redoc_url=None,
     )
     app.state.services = services
     app.state.storage = services.storage
