@@ -10,6 +10,7 @@ from medverse.core.logging import get_logger
 from medverse.service.deps import AdminDep, ServicesDep
 from medverse.service.health.metrics import CONTENT_TYPE, render_metrics
 from medverse.service.health.schemas import HealthPublic
+from medverse.service.schemas import ErrorPublic
 
 router = APIRouter(tags=["health"])
 _LOG = get_logger(__name__)
@@ -37,7 +38,11 @@ def healthz(services: ServicesDep) -> HealthPublic | JSONResponse:
     "/metrics",
     response_model=None,
     response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+        401: {"model": ErrorPublic},
+        403: {"model": ErrorPublic},
+    },
     summary="Prometheus metrics",
 )
 def metrics(services: ServicesDep, _admin: AdminDep) -> PlainTextResponse:

@@ -26,7 +26,7 @@ from medverse.service.schemas import ErrorPublic
 from medverse.service.tables import Role
 
 router = APIRouter(prefix="/api/icu", tags=["icu"])
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorPublic} for c in (401, 403, 404)}
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorPublic} for c in (400, 401, 403, 404)}
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 JOIN_TIMEOUT_S = 10.0
 
