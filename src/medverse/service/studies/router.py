@@ -102,13 +102,9 @@ def _ingest(
     return upload_public(services.db, principal, audit, result)
 
 
-@router.api_route(
-    "",
-    methods=["GET", "HEAD"],
-    response_model=list[StudyPublic],
-    responses=_ERRORS,
-    summary="List studies",
-)
+@router.get("", response_model=list[StudyPublic], responses=_ERRORS, summary="List studies")
+# HEAD answers like GET without a body; kept out of the schema (one operation id per route).
+@router.api_route("", methods=["HEAD"], response_model=list[StudyPublic], include_in_schema=False)
 def get_studies(
     services: ServicesDep,
     principal: PrincipalDep,
