@@ -111,9 +111,13 @@ def seeded(seeded_settings: tuple[Settings, Seeded]) -> Seeded:
     return seeded_settings[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
-    """Headless Debian Chromium driven by Playwright (no browser download)."""
+    """Headless Debian Chromium driven by Playwright (no browser download).
+
+    Package scope: Playwright's sync API keeps an event loop running in the main thread, so it
+    is stopped after the browser tests, before tests that run their own asyncio loops.
+    """
     if not CHROMIUM.is_file() or shutil.which(str(CHROMIUM)) is None:
         pytest.fail(f"Chromium not found at {CHROMIUM}; run `make system-deps` (apt chromium)")
     from playwright.sync_api import sync_playwright

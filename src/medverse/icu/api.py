@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +113,32 @@ def listen(
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when it is installed (it comes with the service extra), else asyncio."""
+    """Run on uvloop when it is installed (it comes with the service extra), else asyncio.
+
+    A caller already inside an event loop (a notebook, a sync Playwright session) gets the
+    coroutine run to completion on a thread of its own, since a loop cannot be nested.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _run_here(main)
+        return
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            _run_here(main)
+        except BaseException as error:  # handed back to the caller below
+            failure.append(error)
+
+    worker = threading.Thread(target=target, name="medverse-icu-run")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+def _run_here(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:
@@ -199,7 +225,7 @@ def replay(
     runtime = open_runtime(store_url)
     summary = ReplaySummary({f"{ward}/{s.name}": BedSummary(f"{ward}/{s.name}") for s in series})
     try:
-        asyncio.run(_replay_all(runtime, series, speed, ward, max_seconds, assume or {}, summary))
+        _run(_replay_all(runtime, series, speed, ward, max_seconds, assume or {}, summary))
     finally:
         runtime.store.dispose()
     return summary
