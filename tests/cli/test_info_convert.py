@@ -126,3 +126,33 @@ def test_segment_refuses_a_multi_volume_series_before_inference(
     error = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "holds 3 volumes of 9 slices by TemporalPositionIdentifier" in error
     assert "--volume K" in error and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("sample", "described", "shape"),
+    [
+        ("ge_mprage_iop_jitter", "256 x 256 x 12", (256, 256, 12)),
+        ("uih_t1_star_dates", "512 x 460 x 12", (460, 512, 12)),
+        ("philips_fmri_4d", "3 volumes of 9 slices by TemporalPositionIdentifier", (64, 64, 9, 3)),
+        (
+            "siemens_mosaic_epi",
+            "2 volumes of 35 slices by AcquisitionNumber (1, 2)",
+            (64, 64, 35, 2),
+        ),
+        ("siemens_xa_enhanced_3d", "72 x 72 x 39", (72, 72, 39)),
+        ("jpeg_lossless", "86 x 86 x 8", (86, 86, 8)),
+    ],
+)
+def test_every_vendor_sample_is_described_by_info_and_converts(
+    sample: str,
+    described: str,
+    shape: tuple[int, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 13's acceptance: each shared sample converts, `info` describing its volumes."""
+    folder = PHILIPS_4D.parent / sample
+    assert main(["info", str(folder)]) == 0
+    assert described in " ".join(capsys.readouterr().out.split())
+    assert main(["convert", str(folder), str(tmp_path / "out.nii.gz")]) == 0
+    assert nib.load(tmp_path / "out.nii.gz").shape == shape

@@ -58,23 +58,25 @@ def test_mr_study_headers_keep_the_files_own_uids() -> None:
 
 
 @pytest.mark.parametrize(
-    ("folder", "files", "frames", "size"),
+    ("folder", "files", "frames", "size", "planes"),
     [
-        ("ge_mprage_iop_jitter", 12, 1, (256, 256)),
-        ("uih_t1_star_dates", 12, 1, (512, 460)),  # "***" in every date: text only here
-        ("philips_fmri_4d", 27, 1, (64, 64)),
-        ("siemens_mosaic_epi", 2, 1, (384, 384)),
-        ("siemens_xa_enhanced_3d", 1, 39, (72, 72)),
-        ("jpeg_lossless", 8, 1, (86, 86)),
+        ("ge_mprage_iop_jitter", 12, 1, (256, 256), 1),
+        ("uih_t1_star_dates", 12, 1, (512, 460), 1),  # "***" in every date: text only here
+        ("philips_fmri_4d", 27, 1, (64, 64), 1),
+        ("siemens_mosaic_epi", 2, 1, (384, 384), 35),  # one stored image, 35 tiles (slices)
+        ("siemens_xa_enhanced_3d", 1, 39, (72, 72), 39),
+        ("jpeg_lossless", 8, 1, (86, 86), 1),
     ],
 )
-def test_vendor_sample_headers(folder: str, files: int, frames: int, size: tuple[int, int]) -> None:
+def test_vendor_sample_headers(
+    folder: str, files: int, frames: int, size: tuple[int, int], planes: int
+) -> None:
     headers = [read_header(f) for f in _dicom_files(VENDOR / folder)]
     assert len(headers) == files
     for header in headers:
         assert header.modality == "MR" and header.is_image
         assert (header.rows, header.columns) == size
-        assert header.number_of_frames == len(header.frames) == frames
+        assert header.number_of_frames == frames and len(header.frames) == planes
         assert all(_valid_uid(u) for u in (header.sop_instance_uid, header.series_uid))
     assert len({h.series_uid for h in headers}) == 1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError
+from medverse.io.dicom.dimensions import classic_dimensions, enhanced_dimensions
 
 ORIENTATION_TOLERANCE = 1e-4
 """Largest difference between direction cosines still counted as the same orientation."""
@@ -40,6 +41,11 @@ class Frame:
         intercept: RescaleIntercept (0.0 when absent).
         sop_instance_uid: The instance the frame belongs to.
         multi_frame: True when the file holds several frames.
+        dimensions: The frame's values of
+            :data:`~medverse.io.dicom.dimensions.DIMENSION_ATTRIBUTES` (time, echo,
+            b-value...), as text ("" where absent), which tell the volumes of a series apart.
+        mosaic_tiles: For a Siemens mosaic, the tiles per mosaic row (the frame is tile
+            ``index`` of the file's one stored image); 0 otherwise.
     """
 
     path: Path
@@ -53,6 +59,8 @@ class Frame:
     intercept: float
     sop_instance_uid: str
     multi_frame: bool = False
+    dimensions: tuple[str, ...] = field(default=(), compare=False)
+    mosaic_tiles: int = 0
 
     @property
     def normal(self) -> np.ndarray:
@@ -116,6 +124,7 @@ def _classic_frame(ds: Dataset, path: Path) -> Frame:
         slope=_number(ds.get("RescaleSlope"), 1.0),
         intercept=_number(ds.get("RescaleIntercept"), 0.0),
         sop_instance_uid=sop_instance_uid(ds),
+        dimensions=classic_dimensions(ds),
     )
 
 
@@ -147,6 +156,7 @@ def _enhanced_frame(ds: Dataset, fg: Dataset, shared: Dataset, index: int, path:
         intercept=_number(lookup("PixelValueTransformationSequence", "RescaleIntercept"), 0.0),
         sop_instance_uid=sop_instance_uid(ds),
         multi_frame=True,
+        dimensions=enhanced_dimensions(ds, fg, shared),
     )
 
 

@@ -14,6 +14,7 @@ from pydicom.errors import InvalidDicomError
 
 from medverse.core.errors import DicomError, NotDicomError, error_text
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
+from medverse.io.dicom.mosaic import mosaic_count, mosaic_frames
 from medverse.io.quiet import quiet_pydicom
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -247,6 +248,8 @@ def _summarise(ds: Dataset, path: Path) -> DicomHeader:
     if is_image_object(modality, sop_class) and "Rows" in ds and "Columns" in ds:
         try:
             frames = frames_from_header(ds, path)
+            if count := mosaic_count(ds, path):
+                frames = mosaic_frames(ds, frames[0], count, path)
         except DicomError as error:
             frame_error = error.one_line()
     return DicomHeader(

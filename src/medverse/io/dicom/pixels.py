@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +14,18 @@ from pydicom.dataset import Dataset
 from medverse.core.errors import DicomError, error_text
 from medverse.io.dicom.geometry import Frame
 from medverse.io.dicom.header import PIXEL_KEYWORDS, read_dataset
+from medverse.io.dicom.mosaic import untile
+
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+"""Files decoded at once by :func:`read_stack`."""
 
 
 def read_stack(frames: Sequence[Frame]) -> np.ndarray:
     """Decode the frames into a ``(k, rows, columns)`` array of stored pixel values.
 
-    Each file is read and decoded once, however many of its frames are used.
+    Each file is read and decoded once, however many of its frames are used; files are
+    decoded in parallel threads (the decoders and numpy release the GIL for the heavy part).
+    A Siemens mosaic's one stored image is cut into its tiles first.
 
     Args:
         frames: Frames in the wanted k order.
@@ -26,12 +34,11 @@ def read_stack(frames: Sequence[Frame]) -> np.ndarray:
         DicomError: Naming the file whose pixel data is missing, truncated or undecodable.
     """
     first = frames[0]
-    stack: np.ndarray | None = None
     by_file: dict[Path, list[int]] = {}
     for k, frame in enumerate(frames):
         by_file.setdefault(frame.path, []).append(k)
-    for path, ks in by_file.items():
-        pixels = decode_file(path)
+    stack: np.ndarray | None = None
+    for path, pixels in _decode_all(list(by_file), frames, by_file):
         if stack is None:
             stack = np.empty((len(frames), first.rows, first.columns), dtype=pixels.dtype)
         if pixels.shape[1:] != stack.shape[1:]:
@@ -42,13 +49,34 @@ def read_stack(frames: Sequence[Frame]) -> np.ndarray:
             )
         if pixels.dtype != stack.dtype:
             stack = stack.astype(np.result_type(stack.dtype, pixels.dtype))
-        for k in ks:
+        for k in by_file[path]:
             index = frames[k].index
             if index >= pixels.shape[0]:
                 raise DicomError(f"frame {index + 1} is missing from the pixel data", path)
             stack[k] = pixels[index]
     assert stack is not None
     return stack
+
+
+def _decode_all(
+    paths: list[Path], frames: Sequence[Frame], by_file: dict[Path, list[int]]
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """Decode each file once, in parallel threads, in the order of ``paths``."""
+
+    def one(path: Path) -> np.ndarray:
+        pixels = decode_file(path)
+        mosaic = frames[by_file[path][0]]
+        if mosaic.mosaic_tiles:
+            count = 1 + max(f.index for f in (frames[k] for k in by_file[path]))
+            pixels = untile(pixels[0], mosaic, count)
+        return pixels
+
+    workers = min(len(paths), DECODE_THREADS)
+    if workers <= 1:
+        yield from ((path, one(path)) for path in paths)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicom-decode") as pool:
+        yield from zip(paths, pool.map(one, paths))
 
 
 def decode_file(path: Path) -> np.ndarray:

@@ -8,8 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medverse.core.errors import DicomError, InputError, NotDicomError
-from medverse.io.dicom.geometry import Frame, check_frames, median_slice_spacing, sort_frames
+from medverse.io.dicom.geometry import (
+    DUPLICATE_MM,
+    Frame,
+    check_frames,
+    median_slice_spacing,
+    slice_steps,
+    sort_frames,
+)
 from medverse.io.dicom.header import DicomHeader, read_header
 
 
@@ -188,6 +197,15 @@ def _series_info(members: Sequence[DicomHeader], root: Path) -> SeriesInfo:
     return _image_series_info(members, root, common)
 
 
+def _one_per_position(frames: Sequence[Frame]) -> list[Frame]:
+    """Sorted frames with repeats of a position left out (a multi-volume series' one grid)."""
+    kept: list[Frame] = []
+    for frame, step in zip(frames, np.concatenate([[np.inf], np.abs(slice_steps(frames))])):
+        if step >= DUPLICATE_MM:
+            kept.append(frame)
+    return kept
+
+
 def _image_series_info(
     members: Sequence[DicomHeader], root: Path, common: dict[str, Any]
 ) -> SeriesInfo:
@@ -200,15 +218,17 @@ def _image_series_info(
         except DicomError as error:
             problem = error.problem
     files = tuple(dict.fromkeys(f.path for f in frames)) or tuple(sorted(m.path for m in members))
-    slice_spacing = median_slice_spacing(frames)
+    slice_spacing = median_slice_spacing(_one_per_position(frames))
     spacing = None
     if slice_spacing is not None:
         row_spacing, col_spacing = frames[0].pixel_spacing
         spacing = (col_spacing, row_spacing, slice_spacing)
+    if frames:  # a mosaic's tiles are its frames
+        common.update(rows=frames[0].rows, columns=frames[0].columns)
     return SeriesInfo(
         **common,
         files=files,
-        slices=sum(m.number_of_frames for m in members),
+        slices=len(frames) or sum(m.number_of_frames for m in members),
         spacing=spacing,
         is_image=True,
         problem=problem,

@@ -1,7 +1,8 @@
 """Multi-volume series: frames at repeated positions split into volumes by dimension attributes.
 
 The standard's own attributes are tried in order (temporal position, echo, diffusion
-b-value/direction, then trigger/acquisition time as fallback).
+b-value/direction, then trigger/acquisition number and time as fallback), for classic
+single-frame slices, Siemens mosaic tiles and enhanced multi-frame frames alike.
 """
 
 from __future__ import annotations
@@ -16,33 +17,22 @@ import numpy as np
 from medverse.core.errors import DicomError, InputError
 from medverse.core.volume import DicomSource, Volume
 from medverse.io.atomic import write_text_atomic
+from medverse.io.dicom.dimensions import DIMENSION_ATTRIBUTES
 from medverse.io.dicom.geometry import Frame, check_frames, ras_affine, sort_frames
-from medverse.io.dicom.header import read_dataset
 from medverse.io.dicom.pixels import read_stack, rescale
 from medverse.io.dicom.scan import SeriesInfo, describe_folder
 from medverse.io.dicom.series import select_series
 from medverse.io.nifti import is_nifti_path, write_nifti, write_nifti_array
 
 __all__ = [
-    "DIMENSION_ATTRIBUTES",
     "SeriesVolume",
     "convert_volumes",
     "group_volumes",
     "is_multi_volume",
+    "read_volume",
     "read_volumes",
     "volumes_summary",
 ]
-
-DIMENSION_ATTRIBUTES = (
-    "TemporalPositionIdentifier",
-    "EchoNumbers",
-    "EchoTime",
-    "DiffusionBValue",
-    "DiffusionGradientOrientation",
-    "TriggerTime",
-    "AcquisitionTime",
-)
-"""Tried in this order; the first that splits the frames into full volumes is used."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +79,13 @@ def group_volumes(frames: Sequence[Frame]) -> tuple[str, list[list[Frame]]]:
 
 
 def read_volumes(path: str | Path, series_uid: str | None = None) -> list[SeriesVolume]:
-    """Read every volume of a (possibly multi-volume) classic DICOM series.
+    """Read every volume of a (possibly multi-volume) DICOM series.
+
+    Classic single-frame slices, Siemens mosaics (one file per volume) and enhanced
+    multi-frame files go through the same grouping; each file is decoded once.
 
     Args:
-        path: A folder holding the series.
+        path: A folder holding the series, or one (multi-frame or mosaic) file.
         series_uid: Which series, when the folder holds several.
 
     Returns:
@@ -103,32 +96,55 @@ def read_volumes(path: str | Path, series_uid: str | None = None) -> list[Series
     """
     path = Path(path)
     series = select_series(describe_folder(path), series_uid)
+    if not series.frames:
+        raise DicomError(series.problem or "holds no image frames", path)
     attribute, groups = group_volumes(list(series.frames))
-    result = []
     for group in groups:
         check_frames(group, path)
-        volume = Volume(
-            array=rescale(read_stack(group), group).transpose(2, 1, 0),
-            affine=ras_affine(group),
-            meta={"source": str(path)},
-            dicom=DicomSource(
-                series_instance_uid=series.series_uid,
-                study_instance_uid=series.study_uid,
-                frame_of_reference_uid=series.frame_of_reference_uid,
-                sop_class_uid=series.sop_class_uid,
-                sop_instance_uids=tuple(f.sop_instance_uid for f in group),
-                files=tuple(f.path for f in group),
-                modality=series.modality,
-                series_description=series.description,
-            ),
-        )
+    ordered = [frame for group in groups for frame in group]
+    stack = rescale(read_stack(ordered), ordered)
+    result, start = [], 0
+    for group in groups:
+        array = stack[start : start + len(group)].transpose(2, 1, 0)
+        start += len(group)
         value = (
             _dimension_values(group[0])[DIMENSION_ATTRIBUTES.index(attribute)] if attribute else ""
         )
-        result.append(SeriesVolume(attribute, value, volume))
+        result.append(SeriesVolume(attribute, value, _volume(array, group, series, path)))
     if any(not np.allclose(v.volume.affine, result[0].volume.affine, atol=1e-3) for v in result):
         raise DicomError("the volumes of the series lie on different grids", path)
     return result
+
+
+def read_volume(path: str | Path, volume: int, series_uid: str | None = None) -> Volume:
+    """Read volume ``volume`` (1-based, as ``medverse info`` lists them) of a DICOM series.
+
+    Raises:
+        InputError: If the series has no such volume (the message gives the range).
+        DicomError: If the series cannot be grouped into volumes on one grid.
+    """
+    volumes = read_volumes(path, series_uid)
+    if not 1 <= volume <= len(volumes):
+        raise InputError(f"--volume {volume}: the series holds volumes 1..{len(volumes)}", path)
+    return volumes[volume - 1].volume
+
+
+def _volume(array: np.ndarray, group: Sequence[Frame], series: SeriesInfo, path: Path) -> Volume:
+    return Volume(
+        array=array,
+        affine=ras_affine(group),
+        meta={"source": str(path)},
+        dicom=DicomSource(
+            series_instance_uid=series.series_uid,
+            study_instance_uid=series.study_uid,
+            frame_of_reference_uid=series.frame_of_reference_uid,
+            sop_class_uid=series.sop_class_uid,
+            sop_instance_uids=tuple(f.sop_instance_uid for f in group),
+            files=tuple(f.path for f in group),
+            modality=series.modality,
+            series_description=series.description,
+        ),
+    )
 
 
 def _distinct_positions(frames: Sequence[Frame]) -> bool:
@@ -137,8 +153,7 @@ def _distinct_positions(frames: Sequence[Frame]) -> bool:
 
 
 def _dimension_values(frame: Frame) -> tuple[str, ...]:
-    ds = read_dataset(frame.path, pixels=False)
-    return tuple(str(ds.get(keyword, "")) for keyword in DIMENSION_ATTRIBUTES)
+    return frame.dimensions or ("",) * len(DIMENSION_ATTRIBUTES)
 
 
 def _sort_key(value: str) -> tuple[float, str]:
@@ -200,7 +215,7 @@ def convert_volumes(
 def is_multi_volume(path: str | Path, series_uid: str | None = None) -> bool:
     """True for a DICOM folder whose chosen series repeats slice positions (several volumes)."""
     path = Path(path)
-    if not path.is_dir():
+    if is_nifti_path(path):
         return False
     frames = select_series(describe_folder(path), series_uid).frames
     return bool(frames) and not _distinct_positions(frames)
