@@ -10,9 +10,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from medverse import __version__
 from medverse.core.errors import MedverseError
 from medverse.core.logging import configure_logging
+from medverse.core.settings import LoggingSettings
 
 # One module per command under medverse.cli; each defines ``register(subparsers)``.
 COMMAND_MODULES = (
@@ -62,7 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    configure_logging("DEBUG" if args.debug else "INFO")
+    try:
+        logs = LoggingSettings()
+    except ValidationError as error:  # a bad MEDVERSE_LOG_LEVEL / MEDVERSE_LOG_FORMAT value
+        first = error.errors()[0]
+        variable = "MEDVERSE_" + "_".join(str(part) for part in first["loc"]).upper()
+        print(f"medverse {args.command}: error: {variable}: {first['msg']}", file=sys.stderr)
+        return 2
+    configure_logging("DEBUG" if args.debug else logs.log_level, logs.log_format)
     try:
         code = args.func(args)
     except MedverseError as error:

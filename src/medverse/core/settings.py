@@ -22,6 +22,13 @@ class DeviceChoice(StrEnum):
     CUDA = "cuda"
 
 
+class LogFormat(StrEnum):
+    """How log records are written: one text line each, or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class Environment(StrEnum):
     """Where the service runs: development accepts the built-in secrets, production does not."""
 
@@ -29,7 +36,25 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
-class Settings(BaseSettings):
+class LoggingSettings(BaseSettings):
+    """How the process logs, read from ``MEDVERSE_LOG_LEVEL`` and ``MEDVERSE_LOG_FORMAT``.
+
+    Every command reads these before anything else, so they stand apart from the service's
+    settings (which refuse some values outside development).
+
+    Attributes:
+        log_level: Python logging level name.
+        log_format: ``text`` (``2026-12-03T22:15:00.123Z INFO medverse.x: message``) or
+            ``json`` (one JSON object per line, for log shippers).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MEDVERSE_", extra="ignore")
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+
+
+class Settings(LoggingSettings):
     """medverse settings, read from ``MEDVERSE_*`` environment variables.
 
     Attributes:
@@ -37,6 +62,7 @@ class Settings(BaseSettings):
         models_dir: Folder searched for model checkpoints by name.
         device: ``auto`` uses CUDA when present, else the CPU.
         log_level: Python logging level name.
+        log_format: ``text`` or ``json`` lines (see :class:`LoggingSettings`).
         num_threads: CPU threads for torch (0 keeps torch's default).
         environment: ``development`` (default) or ``production``; production refuses the
             built-in token pepper and empty or well-known database passwords.
@@ -64,7 +90,6 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path.home() / ".medverse")
     models_dir: Path = Field(default=Path("models"))
     device: DeviceChoice = DeviceChoice.AUTO
-    log_level: str = "INFO"
     num_threads: int = Field(default=0, ge=0)
     environment: Environment = Environment.DEVELOPMENT
     database_url: str | None = None

@@ -8,6 +8,7 @@ from types import FrameType
 
 import uvicorn
 
+from medverse.core.logging import configure_logging
 from medverse.core.settings import Settings
 from medverse.service.app import build_services, create_app, silence_phi_prone_loggers
 from medverse.service.jobs.store import requeue_expired
@@ -26,11 +27,13 @@ def serve(
         run_worker: Also run one worker thread in this process.
     """
     _set_threads(settings.num_threads)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, run_worker=run_worker)
     uvicorn.run(
         app,
         host=host,
         port=port,
+        log_config=None,  # uvicorn's own loggers keep the handler configure_logging gave them
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         server_header=False,
