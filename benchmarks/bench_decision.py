@@ -1,14 +1,23 @@
 """Cross-site decision support: MoE vs logistic regression, gradient boosting, equal-size MLP.
 
 Heart disease (UCI, four hospitals). Main split: train on Cleveland + Hungarian, test on
-Switzerland + VA Long Beach; then leave-one-site-out. Every model, and its Platt calibration
-(fitted on out-of-fold logits of the training sites), sees only the training sites; the
-hyper-parameters were fixed beforehand by Cleveland <-> Hungarian validation (FitConfig).
-Prints AUROC / AUPRC with 95 % stratified bootstrap CIs, ECE before and after calibration and
-the Brier score, writes a reliability diagram PNG and a results JSON into benchmarks/results/.
+Switzerland + VA Long Beach; then leave-one-site-out. Every model's settings are chosen first
+by leave-one-site-out validation inside Cleveland + Hungarian (``medverse.decision.tuning``:
+the same shared grid and seed-ensemble size for MoE and dense MLP, a grid of their own knobs
+for logistic regression and boosting); the test sites play no part in it. Each model and its
+Platt calibration (fitted on out-of-fold logits) sees only the training sites. At test time,
+an optional prior-shift correction (Saerens et al. 2002 EM, ``prior_shift``) re-weights each
+model's calibrated probabilities to the prevalence it estimates from the *unlabelled* test
+patients; it is applied to every model and reported separately ("shifted").
+Prints AUROC / AUPRC with 95 % stratified bootstrap CIs, ECE before and after calibration,
+Brier, and both after the prior-shift correction; writes a reliability diagram PNG (calibrated
+| calibrated + prior shift) and a results JSON (tuning trials included) into benchmarks/results/.
+The leave-one-site-out splits reuse the settings chosen on Cleveland + Hungarian, so where
+Cleveland or Hungarian is held out, that site took part in the tuning (flagged in the JSON).
 The last two lines are ``moe_auroc_cross_site: X`` and ``best_baseline_auroc_cross_site: X``.
 
     .venv/bin/python benchmarks/bench_decision.py [--bootstrap 1000] [--no-loso]
+        [--ensemble 5] [--tuning-from benchmarks/results/bench_decision-cpu-DATE.json]
 """
 
 from __future__ import annotations
@@ -18,21 +27,31 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medverse.decision.calibration import plot_reliability
-from medverse.decision.candidates import BASELINES, ModelKind
-from medverse.decision.data import load_heart_disease
+from medverse.decision.calibration import plot_reliability_panels
+from medverse.decision.candidates import BASELINES, ModelKind, ModelSettings
+from medverse.decision.data import Table, load_heart_disease
 from medverse.decision.evaluation import (
     EvalConfig,
     SplitResult,
     evaluate_split,
     leave_one_site_out,
     paired_auroc_difference,
+)
+from medverse.decision.moe import MoEConfig
+from medverse.decision.training import FitConfig
+from medverse.decision.tuning import (
+    TUNING_ENSEMBLE,
+    Trial,
+    chosen_settings,
+    prior_shift_validation,
+    tune_all,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,65 +74,186 @@ def machine() -> dict[str, Any]:
     }
 
 
-def print_split(split: SplitResult) -> None:
+def tuned(table: Table, ensemble: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Run the site-validation search on the training sites; return trials per model."""
+    counts: dict[ModelKind, int] = {}
+
+    def on_trial(kind: ModelKind, trial: Trial) -> None:
+        counts[kind] = counts.get(kind, 0) + 1
+        log(f"  tuning {kind} #{counts[kind]}: validation AUROC {trial.mean_auroc:.3f}")
+
+    trials = tune_all(table.select(TRAIN), TUNING_ENSEMBLE, on_trial)
+    settings = chosen_settings(trials, ensemble)
+    log("  checking the prior-shift corrections inside the training sites ...")
+    shift = prior_shift_validation(table.select(TRAIN), settings)
+    log(f"  mean held-out ECE {shift['mean_ece']}: prior-shift method {shift['chosen']!r}")
+    return {"trials": trials, "settings": settings, "prior_shift_validation": shift}
+
+
+def settings_from(data: dict[str, Any]) -> ModelSettings:
+    """Rebuild ModelSettings from a results JSON's ``chosen_settings`` entry."""
+    params = tuple((k, float(v)) for k, v in data["params"].items())
+    return ModelSettings(FitConfig(**data["fit"]), MoEConfig(**data["moe"]), params)
+
+
+def settings_json(settings: ModelSettings) -> dict[str, Any]:
+    return {
+        "fit": vars(settings.fit),
+        "moe": vars(settings.moe),
+        "params": dict(settings.params),
+    }
+
+
+def print_split(split: SplitResult, method: str) -> None:
     print(
         f"\ntrain {'+'.join(split.train_sites)} -> test {'+'.join(split.test_sites)} "
         f"({len(split.labels)} patients, prevalence {split.labels.mean():.2f})"
     )
-    print(f"{'model':<22}{'AUROC [95% CI]':<26}{'AUPRC [95% CI]':<26}ECE raw  ECE cal  Brier")
+    print(
+        f"{'model':<20}{'AUROC [95% CI]':<24}{'AUPRC [95% CI]':<24}ECE raw ECE cal Brier "
+        "| prior shift EM: prev ECE Brier | BBSE: prev ECE Brier"
+    )
     for kind, s in split.scores.items():
-        print(
-            f"{kind!s:<22}{s.auroc.text():<26}{s.auprc.text():<26}"
-            f"{s.ece_raw:<9.3f}{s.ece:<9.3f}{s.brier:.3f}"
+        shift = "".join(
+            f"| {m:<4} {r.prevalence:.3f} {r.ece:.3f} {r.brier:.3f} " for m, r in s.shifted.items()
         )
+        print(
+            f"{kind!s:<20}{s.auroc.text():<24}{s.auprc.text():<24}"
+            f"{s.ece_raw:<8.3f}{s.ece:<8.3f}{s.brier:<6.3f}{shift}"
+        )
+    print(f"(prior-shift method chosen inside the training sites beforehand: {method})")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def reliability_png(split: SplitResult, out: Path, stamp: str, method: str) -> Path:
+    labels = split.labels
+    panels = {
+        "Switzerland + VA: Platt-calibrated on Cleveland + Hungarian only": {
+            str(k): (s.calibrated, labels) for k, s in split.scores.items()
+        }
+    }
+    for name in ("em", "bbse"):
+        chosen = " (chosen beforehand)" if name == method else ""
+        panels[f"+ {name.upper()} prior shift from unlabelled test features{chosen}"] = {
+            f"{k}, est. prev {s.shifted[name].prevalence:.2f}": (s.shifted[name].probs, labels)
+            for k, s in split.scores.items()
+        }
+    return plot_reliability_panels(panels, out / f"bench_decision-reliability-cpu-{stamp}.png")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--no-loso", action="store_true", help="skip leave-one-site-out")
+    parser.add_argument("--ensemble", type=int, default=5, help="seeds per network")
+    parser.add_argument(
+        "--tuning-from", type=Path, help="reuse chosen_settings of an earlier results JSON"
+    )
+    parser.add_argument(
+        "--tune-only", action="store_true", help="write the tuning JSON and stop (no test site)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def choose(args: argparse.Namespace, table: Table, log: Callable[[str], None]) -> dict[str, Any]:
+    """Settings per model: searched now, or read from an earlier run's results."""
+    if args.tuning_from is None:
+        return tuned(table, args.ensemble, log)
+    earlier = json.loads(args.tuning_from.read_text())
+    settings = {ModelKind(k): settings_from(v) for k, v in earlier["chosen_settings"].items()}
+    shift = earlier["prior_shift_validation"]
+    return {"trials": None, "settings": settings, "from": earlier.get("tuning"),
+            "prior_shift_validation": shift}  # fmt: skip
+
+
+def main() -> None:
+    args = parse()
     torch.set_num_threads(1)  # tiny networks: threads only add overhead
     info = machine()
     print(f"CPU {info['cpu']} ISA {info['isa']} bf16={info['bf16']}, 1 thread, float32")
     table = load_heart_disease(args.data)
-    config = EvalConfig(bootstrap=args.bootstrap)
     started = time.perf_counter()
 
-    def progress(kind: ModelKind) -> None:
-        print(f"  fitting {kind} ... ({time.perf_counter() - started:.0f} s)", flush=True)
+    def log(text: str) -> None:
+        print(f"{text} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    main_split = evaluate_split(table, TRAIN, TEST, config=config, on_model=progress)
-    loso = [] if args.no_loso else leave_one_site_out(table, config=config, on_model=progress)
+    choice = choose(args, table, log)
+    if args.tune_only:
+        write_tuning(args, info, choice)
+        return
+    settings: dict[ModelKind, ModelSettings] = choice["settings"]
+    config = EvalConfig(settings=settings, bootstrap=args.bootstrap)
+    on_model: Callable[[ModelKind], None] = lambda kind: log(f"  fitting {kind} ...")  # noqa: E731
+    main_split = evaluate_split(table, TRAIN, TEST, config=config, on_model=on_model)
+    loso = [] if args.no_loso else leave_one_site_out(table, config=config, on_model=on_model)
+    report(args, info, choice, main_split, loso, time.perf_counter() - started)
+
+
+def write_tuning(args: argparse.Namespace, info: dict[str, Any], choice: dict[str, Any]) -> None:
+    """Write the search alone (it reads only the training sites): reusable by --tuning-from."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d")
+    path = args.out / f"bench_decision-tuning-cpu-{stamp}.json"
+    data = {
+        "benchmark": "bench_decision --tune-only",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "chosen_settings": {str(k): settings_json(v) for k, v in choice["settings"].items()},
+        "tuning": tuning_json(choice),
+        "prior_shift_validation": choice["prior_shift_validation"],
+    }
+    path.write_text(json.dumps(data, indent=1))
+    for kind, trials in choice["trials"].items():
+        print(
+            f"{kind!s:<20} best validation AUROC {trials[0].mean_auroc:.4f}: {trials[0].to_dict()}"
+        )
+    print(f"wrote {path}")
+
+
+def tuning_json(choice: dict[str, Any]) -> Any:
+    if choice["trials"] is None:
+        return choice.get("from")
+    return {
+        "protocol": "leave-one-site-out inside cleveland+hungarian; mean held-out AUROC",
+        "tuning_ensemble": TUNING_ENSEMBLE,
+        "trials": {str(k): [t.to_dict() for t in v] for k, v in choice["trials"].items()},
+    }
+
+
+def report(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    choice: dict[str, Any],
+    main_split: SplitResult,
+    loso: list[SplitResult],
+    seconds: float,
+) -> None:
     best = main_split.best(BASELINES)
     moe = main_split.scores[ModelKind.MOE]
     difference = paired_auroc_difference(main_split, ModelKind.MOE, best.kind, args.bootstrap)
     stamp = datetime.now(UTC).strftime("%Y%m%d")
-    png = plot_reliability(
-        {str(k): (s.calibrated, main_split.labels) for k, s in main_split.scores.items()},
-        args.out / f"bench_decision-reliability-cpu-{stamp}.png",
-        "Switzerland + VA, calibrated on Cleveland + Hungarian",
-    )
-    report = {
+    method = choice["prior_shift_validation"]["chosen"]
+    png = reliability_png(main_split, args.out, stamp, method)
+    result = {
         "benchmark": "bench_decision",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
-        "config": {"bootstrap": args.bootstrap, "folds": config.folds},
-        "fit": vars(config.fit),
-        "moe": vars(config.moe),
+        "config": {"bootstrap": args.bootstrap, "folds": 5, "ensemble": args.ensemble},
+        "chosen_settings": {str(k): settings_json(v) for k, v in choice["settings"].items()},
+        "tuning": tuning_json(choice),
+        "prior_shift_validation": choice["prior_shift_validation"],
         "cross_site": main_split.to_dict(),
         "moe_minus_best_baseline_auroc": vars(difference),
         "best_baseline": str(best.kind),
         "leave_one_site_out": [s.to_dict() for s in loso],
+        "loso_note": "settings tuned on cleveland+hungarian: their held-out rows are optimistic",
         "reliability_png": png.name,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
     }
     path = args.out / f"bench_decision-cpu-{stamp}.json"
-    path.write_text(json.dumps(report, indent=1))
+    path.write_text(json.dumps(result, indent=1))
     for split in [main_split, *loso]:
-        print_split(split)
+        print_split(split, method)
     print(f"\nMoE - {best.kind} AUROC (paired bootstrap): {difference.text()}")
     print(f"ratio MoE / best baseline AUROC: {moe.auroc.value / best.auroc.value:.3f}")
     print(f"wrote {path} and {png}")

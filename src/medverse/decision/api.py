@@ -12,7 +12,7 @@ import numpy as np
 
 from medverse.core.errors import InputError
 from medverse.decision.calibration import PlattScaling
-from medverse.decision.candidates import ModelKind, build_moe, out_of_fold_logits
+from medverse.decision.candidates import ModelKind, ModelSettings, build_moe, out_of_fold_logits
 from medverse.decision.data import load_task
 from medverse.decision.encoding import Encoder
 from medverse.decision.evaluation import auroc
@@ -60,10 +60,12 @@ def train_decision_model(
     table = load_task(task, data_root)
     sites = tuple(train_sites or table.schema.sites)
     train = table.select(sites)
-    oof = out_of_fold_logits(ModelKind.MOE, train, fit, moe, folds)
+    oof = out_of_fold_logits(ModelKind.MOE, train, ModelSettings(fit, moe), folds)
     encoder = Encoder.fit(train.schema, train.features)
     values = encoder.transform(train.features)
-    network, history = fit_network(lambda: build_moe(encoder, moe), values, train.labels, fit)
+    network, history = fit_network(
+        lambda: build_moe(encoder, moe), values, train.labels, fit, None, encoder.column_feature
+    )
     assert isinstance(network, MoEClassifier)
     card = _card(table.schema, train.labels, sites, oof, network, train.missing_fraction())
     card["fit"], card["moe"] = dataclasses.asdict(fit), dataclasses.asdict(moe)

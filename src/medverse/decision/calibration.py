@@ -87,20 +87,34 @@ def plot_reliability(
         title: Plot title.
         bins: Equal-width bins.
     """
+    return plot_reliability_panels({title: curves}, path, bins)
+
+
+def plot_reliability_panels(
+    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, bins: int = 10
+) -> Path:
+    """Write side-by-side reliability diagrams (e.g. before / after a correction) as a PNG.
+
+    Args:
+        panels: Panel title -> (model name -> (probabilities, labels)).
+        path: Where to write the PNG (atomically).
+        bins: Equal-width bins.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
-    for name, (probs, labels) in curves.items():
-        predicted, observed, _ = reliability_curve(probs, labels, bins)
-        ece = expected_calibration_error(probs, labels, bins)
-        ax.plot(predicted, observed, marker="o", label=f"{name} (ECE {ece:.3f})")
-    ax.set(xlabel="predicted probability", ylabel="observed rate", title=title, xlim=(0, 1))
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect")
+        for name, (probs, labels) in curves.items():
+            predicted, observed, _ = reliability_curve(probs, labels, bins)
+            ece = expected_calibration_error(probs, labels, bins)
+            ax.plot(predicted, observed, marker="o", label=f"{name} (ECE {ece:.3f})")
+        ax.set(xlabel="predicted probability", ylabel="observed rate", xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from medverse.decision.moe import (
     dense_hidden_for,
     parameter_count,
 )
+from medverse.decision.prior_shift import ConfusionRates
 from medverse.decision.schema import FeatureKind, TaskSchema
 from medverse.decision.training import FitConfig, fit_network, predict_logits
 
@@ -33,6 +35,24 @@ class ModelKind(StrEnum):
 
 
 BASELINES = (ModelKind.LOGISTIC, ModelKind.BOOSTING, ModelKind.DENSE_MLP)
+NETWORKS = (ModelKind.MOE, ModelKind.DENSE_MLP)
+AUGMENTED_COPIES = 4  # scikit-learn models: extra copies of the table with features hidden
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How one candidate is built and trained; ``tuning.py`` chooses them on training sites.
+
+    Attributes:
+        fit: Optimiser, feature dropout and ensemble size (networks); feature dropout also
+            applies to the scikit-learn models, as extra training copies with features hidden.
+        moe: MoE shape; for the dense MLP it fixes the parameter budget and the dropout.
+        params: scikit-learn ``set_params`` pairs for logistic regression / boosting.
+    """
+
+    fit: FitConfig = field(default_factory=FitConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    params: tuple[tuple[str, float], ...] = ()
 
 
 class Scorer(Protocol):
@@ -61,14 +81,15 @@ def build_moe(encoder: Encoder, config: MoEConfig) -> MoEClassifier:
 
 @dataclass
 class NetworkScorer:
-    """A torch network over the shared encoding."""
+    """Torch networks over the shared encoding; their logits are averaged (seed ensemble)."""
 
     encoder: Encoder
-    network: nn.Module
+    networks: list[nn.Module]
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        """Return logits."""
-        return predict_logits(self.network, self.encoder.transform(features))
+        """Return the mean logit of the networks."""
+        values = self.encoder.transform(features)
+        return np.mean([predict_logits(net, values) for net in self.networks], axis=0)
 
 
 @dataclass
@@ -102,40 +123,64 @@ def _logistic(schema: TaskSchema) -> Any:
     return make_pipeline(columns, LogisticRegression(C=1.0, max_iter=2000))
 
 
-def _boosting(schema: TaskSchema, seed: int) -> Any:
+def _boosting(schema: TaskSchema) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # Native missing-value support: NaN goes down the learned side of every split.
     cats = [f.kind == FeatureKind.CATEGORICAL for f in schema.features]
     return HistGradientBoostingClassifier(
         max_iter=200, learning_rate=0.05, max_leaf_nodes=15, categorical_features=cats,
-        random_state=seed,
     )  # fmt: skip
 
 
-def fit_scorer(
-    kind: ModelKind, train: Table, fit: FitConfig, moe: MoEConfig | None = None
-) -> Scorer:
+def fit_scorer(kind: ModelKind, train: Table, settings: ModelSettings | None = None) -> Scorer:
     """Fit one candidate on the training table.
 
-    The dense MLP gets as many parameters as the MoE built with ``moe`` (to within one
-    hidden unit's worth).
+    The dense MLP gets as many parameters as the MoE built with ``settings.moe`` (to within
+    one hidden unit's worth). Networks are an ensemble of ``settings.fit.ensemble`` seeds.
     """
-    moe = moe or MoEConfig()
-    if kind == ModelKind.LOGISTIC:
-        return SklearnScorer(_logistic(train.schema).fit(train.features, train.labels))
-    if kind == ModelKind.BOOSTING:
-        return SklearnScorer(_boosting(train.schema, fit.seed).fit(train.features, train.labels))
+    settings = settings or ModelSettings()
+    fit = settings.fit
+    if kind in (ModelKind.LOGISTIC, ModelKind.BOOSTING):
+        model = _logistic(train.schema) if kind == ModelKind.LOGISTIC else _boosting(train.schema)
+        model.set_params(**dict(settings.params))
+        if kind == ModelKind.BOOSTING:
+            model.set_params(random_state=fit.seed)
+        features, labels = hide_features(train, fit.feature_dropout, fit.seed)
+        return SklearnScorer(model.fit(features, labels))
     encoder = Encoder.fit(train.schema, train.features)
-    values = encoder.transform(train.features)
+    values, owner = encoder.transform(train.features), encoder.column_feature
+    build = _network_builder(kind, encoder, settings.moe)
+    networks = [
+        fit_network(build, values, train.labels, replace(fit, seed=fit.seed + i), None, owner)[0]
+        for i in range(fit.ensemble)
+    ]
+    return NetworkScorer(encoder, networks)
+
+
+def _network_builder(kind: ModelKind, encoder: Encoder, moe: MoEConfig) -> Callable[[], nn.Module]:
     if kind == ModelKind.MOE:
-        network, _ = fit_network(lambda: build_moe(encoder, moe), values, train.labels, fit)
-        return NetworkScorer(encoder, network)
-    hidden = dense_hidden_for(len(encoder.column_names), moe_parameter_count(encoder, moe))
-    dense = fit_network(
-        lambda: DenseClassifier(len(encoder.column_names), hidden), values, train.labels, fit
-    )[0]
-    return NetworkScorer(encoder, dense)
+        return lambda: build_moe(encoder, moe)
+    columns = len(encoder.column_names)
+    hidden = dense_hidden_for(columns, moe_parameter_count(encoder, moe))
+    return lambda: DenseClassifier(columns, hidden, moe.dropout)
+
+
+def hide_features(train: Table, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows plus ``AUGMENTED_COPIES`` copies with each feature hidden at ``rate``.
+
+    The scikit-learn counterpart of the networks' feature dropout; the table unchanged when
+    ``rate`` is 0.
+    """
+    if rate <= 0:
+        return train.features, train.labels
+    rng = np.random.default_rng(seed)
+    copies = [train.features]
+    for _ in range(AUGMENTED_COPIES):
+        copy = train.features.copy()
+        copy[rng.random(copy.shape) < rate] = np.nan
+        copies.append(copy)
+    return np.concatenate(copies), np.tile(train.labels, AUGMENTED_COPIES + 1)
 
 
 def moe_parameter_count(encoder: Encoder, config: MoEConfig) -> int:
@@ -144,7 +189,7 @@ def moe_parameter_count(encoder: Encoder, config: MoEConfig) -> int:
 
 
 def out_of_fold_logits(
-    kind: ModelKind, train: Table, fit: FitConfig, moe: MoEConfig | None, folds: int
+    kind: ModelKind, train: Table, settings: ModelSettings | None, folds: int
 ) -> np.ndarray:
     """Logits for every training patient from a model that did not see it (stratified folds).
 
@@ -153,13 +198,14 @@ def out_of_fold_logits(
     from sklearn.model_selection import StratifiedKFold
 
     strata = np.char.add(train.sites.astype(str), train.labels.astype(str))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=fit.seed)
+    settings = settings or ModelSettings()
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.fit.seed)
     result = np.zeros(len(train.labels))
     for fit_rows, held_rows in splitter.split(train.features, strata):
         part = Table(
             train.schema, train.features[fit_rows], train.labels[fit_rows], train.sites[fit_rows]
         )
-        result[held_rows] = fit_scorer(kind, part, fit, moe).logits(train.features[held_rows])
+        result[held_rows] = fit_scorer(kind, part, settings).logits(train.features[held_rows])
     return result
 
 
@@ -170,6 +216,8 @@ class CalibratedModel:
     kind: ModelKind
     scorer: Scorer
     calibration: PlattScaling
+    train_prevalence: float
+    rates: ConfusionRates
 
     def probabilities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (uncalibrated risk, calibrated probability)."""
@@ -178,8 +226,11 @@ class CalibratedModel:
 
 
 def fit_calibrated(
-    kind: ModelKind, train: Table, fit: FitConfig, moe: MoEConfig | None = None, folds: int = 5
+    kind: ModelKind, train: Table, settings: ModelSettings | None = None, folds: int = 5
 ) -> CalibratedModel:
     """Fit on all training patients; fit Platt scaling on out-of-fold training logits."""
-    platt = PlattScaling.fit(out_of_fold_logits(kind, train, fit, moe, folds), train.labels)
-    return CalibratedModel(kind, fit_scorer(kind, train, fit, moe), platt)
+    oof = out_of_fold_logits(kind, train, settings, folds)
+    platt = PlattScaling.fit(oof, train.labels)
+    rates = ConfusionRates.measure(platt(oof), train.labels)
+    scorer = fit_scorer(kind, train, settings)
+    return CalibratedModel(kind, scorer, platt, float(train.labels.mean()), rates)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -10,10 +10,14 @@ import numpy as np
 from scipy.stats import rankdata
 
 from medverse.decision.calibration import brier_score, expected_calibration_error
-from medverse.decision.candidates import ModelKind, fit_calibrated
+from medverse.decision.candidates import (
+    CalibratedModel,
+    ModelKind,
+    ModelSettings,
+    fit_calibrated,
+)
 from medverse.decision.data import Table
-from medverse.decision.moe import MoEConfig
-from medverse.decision.training import FitConfig
+from medverse.decision.prior_shift import bbse_prior, estimate_prior
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -73,6 +77,43 @@ def with_interval(
 
 
 @dataclass(frozen=True)
+class ShiftScores:
+    """Calibration after a test-time prior-shift correction.
+
+    Attributes:
+        prevalence: The prevalence estimated from the unlabelled test patients.
+        ece: ECE of the corrected probabilities.
+        brier: Brier score of the corrected probabilities.
+        probs: Corrected probability per test patient.
+    """
+
+    prevalence: float
+    ece: float
+    brier: float
+    probs: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-friendly."""
+        return {"estimated_prevalence": self.prevalence, "ece": self.ece, "brier": self.brier}
+
+
+def shift_scores(
+    model: CalibratedModel, calibrated: np.ndarray, y: np.ndarray
+) -> dict[str, ShiftScores]:
+    """EM and BBSE corrections of ``calibrated``; ``y`` is used for scoring only."""
+    result = {}
+    for estimate in (
+        estimate_prior(calibrated, model.train_prevalence),
+        bbse_prior(calibrated, model.train_prevalence, model.rates),
+    ):
+        probs = estimate.adjust(calibrated)
+        result[estimate.method] = ShiftScores(
+            estimate.prevalence, expected_calibration_error(probs, y), brier_score(probs, y), probs
+        )
+    return result
+
+
+@dataclass(frozen=True)
 class ModelScores:
     """One model's results on one test set.
 
@@ -84,6 +125,8 @@ class ModelScores:
         ece: ECE after Platt scaling fitted on the training sites.
         brier: Brier score after calibration.
         calibrated: Calibrated probabilities per test patient (for the diagram).
+        shifted: Per prior-shift method (``em``, ``bbse``), the correction to the prevalence
+            estimated from the unlabelled test patients (``prior_shift``).
     """
 
     kind: ModelKind
@@ -93,12 +136,13 @@ class ModelScores:
     ece: float
     brier: float
     calibrated: np.ndarray = field(repr=False)
+    shifted: dict[str, ShiftScores] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly, without the per-patient probabilities."""
-        data = asdict(self)
-        data.pop("calibrated")
+        data = {k: v for k, v in asdict(self).items() if k not in ("calibrated", "shifted")}
         data["kind"] = str(self.kind)
+        data["prior_shift"] = {m: r.to_dict() for m, r in self.shifted.items()}
         return data
 
 
@@ -128,13 +172,23 @@ class SplitResult:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How a split is evaluated."""
+    """How a split is evaluated.
 
-    fit: FitConfig = field(default_factory=FitConfig)
-    moe: MoEConfig = field(default_factory=MoEConfig)
+    Attributes:
+        settings: Per model, how it is built and trained (default settings when absent).
+        folds: Folds for the out-of-fold calibration logits.
+        bootstrap: Bootstrap resamples for the intervals.
+        seed: Seed of the resamples.
+    """
+
+    settings: Mapping[ModelKind, ModelSettings] = field(default_factory=dict)
     folds: int = 5
     bootstrap: int = 1000
     seed: int = 0
+
+    def for_model(self, kind: ModelKind) -> ModelSettings:
+        """The settings of ``kind``."""
+        return self.settings.get(kind, ModelSettings())
 
 
 def evaluate_split(
@@ -156,19 +210,29 @@ def evaluate_split(
     for kind in kinds:
         if on_model is not None:
             on_model(kind)
-        model = fit_calibrated(kind, train, config.fit, config.moe, config.folds)
-        raw, calibrated = model.probabilities(test.features)
-        y = test.labels
-        scores[kind] = ModelScores(
-            kind,
-            with_interval(auroc, y, raw, resamples),
-            with_interval(auprc, y, raw, resamples),
-            expected_calibration_error(raw, y),
-            expected_calibration_error(calibrated, y),
-            brier_score(calibrated, y),
-            calibrated,
-        )
+        model = fit_calibrated(kind, train, config.for_model(kind), config.folds)
+        scores[kind] = score_model(model, test, resamples)
     return SplitResult(tuple(train_sites), tuple(test_sites), test.labels, scores)
+
+
+def score_model(model: CalibratedModel, test: Table, resamples: list[np.ndarray]) -> ModelScores:
+    """Score a fitted model on the test patients.
+
+    The prior-shift correction sees only the test patients' features (through the model's
+    calibrated probabilities); their labels are used for scoring alone.
+    """
+    raw, calibrated = model.probabilities(test.features)
+    y = test.labels
+    return ModelScores(
+        model.kind,
+        with_interval(auroc, y, raw, resamples),
+        with_interval(auprc, y, raw, resamples),
+        expected_calibration_error(raw, y),
+        expected_calibration_error(calibrated, y),
+        brier_score(calibrated, y),
+        calibrated,
+        shift_scores(model, calibrated, y),
+    )
 
 
 def paired_auroc_difference(

@@ -23,16 +23,26 @@ class MoEConfig:
             batch; patients past it lose that expert (Switch-style drop, counted). None: no
             limit. Inference never drops: a patient always gets all ``top_k`` experts.
         aux_weight: Weight of the load-balancing loss in training.
+        dropout: Dropout on each expert's hidden units in training (0: none).
     """
 
     hidden: int = 16
     top_k: int = 2
     capacity_factor: float | None = 1.25
     aux_weight: float = 0.01
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hidden < 1:
             raise ConfigError(f"hidden must be at least 1, got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def hidden_mlp(inputs: int, hidden: int, dropout: float) -> nn.Sequential:
+    """``Linear -> GELU [-> Dropout] -> Linear(1)``; no dropout layer when ``dropout`` is 0."""
+    drop = [nn.Dropout(dropout)] if dropout > 0 else []
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), *drop, nn.Linear(hidden, 1))
 
 
 class MaskedInput(nn.Module):
@@ -63,13 +73,16 @@ class ViewExpert(nn.Module):
         columns: Encoded columns the expert reads.
         total_columns: All encoded columns ``C`` (the mask bits start at ``C``).
         hidden: Hidden units.
+        dropout: Dropout on the hidden units in training.
     """
 
-    def __init__(self, columns: list[int], total_columns: int, hidden: int) -> None:
+    def __init__(
+        self, columns: list[int], total_columns: int, hidden: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         picks = [*columns, *(c + total_columns for c in columns)]
         self.register_buffer("picks", torch.tensor(picks, dtype=torch.long))
-        self.net = nn.Sequential(nn.Linear(len(picks), hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.net = hidden_mlp(len(picks), hidden, dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Return ``[n, 1]`` logits for ``[n, 2C]`` tokens."""
@@ -107,7 +120,8 @@ class MoEClassifier(nn.Module):
         self.config = config
         self.inputs = MaskedInput(total_columns)
         experts = nn.ModuleList(
-            ViewExpert(cols, total_columns, config.hidden) for cols in expert_columns
+            ViewExpert(cols, total_columns, config.hidden, config.dropout)
+            for cols in expert_columns
         )
         routing = RoutingConfig(len(experts), config.top_k, config.capacity_factor)
         self.moe = MoELayer(nn.Linear(2 * total_columns, len(experts)), experts, routing, 1)
@@ -128,14 +142,13 @@ class DenseClassifier(nn.Module):
     Args:
         total_columns: Number of encoded columns.
         hidden: Hidden units (``dense_hidden_for`` matches a parameter budget).
+        dropout: Dropout on the hidden units in training.
     """
 
-    def __init__(self, total_columns: int, hidden: int) -> None:
+    def __init__(self, total_columns: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.inputs = MaskedInput(total_columns)
-        self.net = nn.Sequential(
-            nn.Linear(2 * total_columns, hidden), nn.GELU(), nn.Linear(hidden, 1)
-        )
+        self.net = hidden_mlp(2 * total_columns, hidden, dropout)
 
     def forward(self, values: torch.Tensor) -> DecisionOutput:
         """Return logits ``[T]``."""

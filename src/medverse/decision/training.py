@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from medverse.core.errors import InputError
+from medverse.core.errors import ConfigError, InputError
 from medverse.decision.moe import DecisionOutput
 from medverse.io.atomic import atomic_path
 
@@ -31,6 +31,11 @@ class FitConfig:
         weight_decay: Decoupled weight decay (AdamW).
         aux_weight: Weight of the load-balancing loss (MoE only).
         seed: Seeds initialisation and batch order.
+        feature_dropout: In training, each recorded feature of each patient is hidden (made
+            missing, all its encoded columns together) with this probability, so the network
+            learns to decide without it, as at a site that does not record it (0: off).
+        ensemble: Networks trained with seeds ``seed, seed + 1, ...`` whose logits are
+            averaged (used by the candidates; ``fit_network`` trains one).
     """
 
     epochs: int = 30
@@ -39,6 +44,14 @@ class FitConfig:
     weight_decay: float = 0.1
     aux_weight: float = 0.01
     seed: int = 0
+    feature_dropout: float = 0.0
+    ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ConfigError(f"feature_dropout must be in [0, 1), got {self.feature_dropout}")
+        if self.ensemble < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("ensemble, epochs and batch_size must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ def fit_network(
     labels: np.ndarray,
     config: FitConfig,
     on_epoch: Callable[[int, float], None] | None = None,
+    column_feature: Sequence[int] | None = None,
 ) -> tuple[nn.Module, FitHistory]:
     """Build a network under ``config.seed`` and train it on encoded values.
 
@@ -65,6 +79,8 @@ def fit_network(
         labels: ``[patients]`` 0/1.
         config: Optimiser settings.
         on_epoch: Called with ``(epoch, mean loss)`` after each epoch (progress).
+        column_feature: Per encoded column, the feature it belongs to; needed when
+            ``config.feature_dropout`` is set (a feature is hidden with all its columns).
 
     Returns:
         The trained network (in eval mode) and its loss history.
@@ -80,10 +96,11 @@ def fit_network(
     y = torch.as_tensor(labels, dtype=torch.float32)
     order = torch.Generator().manual_seed(config.seed)
     history = FitHistory([], [], [])
+    hide = FeatureHider(config.feature_dropout, column_feature, order)
     network.train()
     for epoch in range(config.epochs):
         batches = torch.randperm(len(x), generator=order).split(config.batch_size)
-        totals = _epoch(network, optimiser, x, y, batches, config.aux_weight)
+        totals = _epoch(network, optimiser, x, y, batches, config.aux_weight, hide)
         history.loss.append(totals[0] / len(x))
         history.aux_loss.append(totals[1] / len(x))
         history.dropped.append(int(totals[2]))
@@ -93,6 +110,34 @@ def fit_network(
     return network, history
 
 
+class FeatureHider:
+    """Training-time feature dropout: hides whole features (NaN), drawn from ``generator``.
+
+    Args:
+        rate: Probability that a patient's feature is hidden (0: values pass unchanged).
+        column_feature: Per encoded column, its feature (a one-hot code hides as one).
+        generator: Random source (the fit's seeded generator, so runs repeat).
+    """
+
+    def __init__(
+        self, rate: float, column_feature: Sequence[int] | None, generator: torch.Generator
+    ) -> None:
+        if rate > 0 and column_feature is None:
+            raise ConfigError("feature_dropout needs the column -> feature map")
+        self.rate = rate
+        self.owner = torch.as_tensor(list(column_feature or []), dtype=torch.long)
+        self.generator = generator
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """Return ``values`` ``[patients, columns]`` with the drawn features set to NaN."""
+        if self.rate <= 0:
+            return values
+        features = int(self.owner.max()) + 1
+        draws = torch.rand((len(values), features), generator=self.generator)
+        hidden = (draws < self.rate).index_select(1, self.owner)
+        return values.masked_fill(hidden, float("nan"))
+
+
 def _epoch(
     network: nn.Module,
     optimiser: torch.optim.Optimizer,
@@ -100,11 +145,12 @@ def _epoch(
     y: torch.Tensor,
     batches: tuple[torch.Tensor, ...],
     aux_weight: float,
+    hide: FeatureHider,
 ) -> np.ndarray:
     """One pass; returns summed task loss, summed aux loss and dropped assignments."""
     totals = np.zeros(3)
     for batch in batches:
-        out: DecisionOutput = network(x[batch])
+        out: DecisionOutput = network(hide(x[batch]))
         task = functional.binary_cross_entropy_with_logits(out.logits, y[batch])
         loss = task + aux_weight * out.aux_loss
         optimiser.zero_grad(set_to_none=True)
