@@ -31,7 +31,10 @@ def extract_rotation(f: wp.mat33d, q: wp.quatd, iterations: int) -> wp.quatd:
     deformations" (MIG 2016): each pass turns R towards F by the torque sum_i r_i x f_i. It
     converges to the R of SO(3) maximising tr(R^T F): the polar rotation for det F > 0 and the
     inversion-safe (reflection-free) rotation for an inverted element. Warm-started from the
-    previous step's rotation, a few passes suffice, at a fraction of the cost of an SVD.
+    previous step's rotation, a few passes suffice, at a fraction of the cost of an SVD. The
+    turn is applied as the quaternion (omega / 2, 1), normalised: a rotation about omega by
+    2 atan(|omega| / 2) (no sin/cos; the same fixed point, reached in as many passes for the
+    small turns of a time step).
     """
     for _ in range(iterations):
         r = wp.quat_to_matrix(q)
@@ -40,11 +43,10 @@ def extract_rotation(f: wp.mat33d, q: wp.quatd, iterations: int) -> wp.quatd:
         for j in range(3):
             torque += wp.cross(column(r, j), column(f, j))
             align += wp.dot(column(r, j), column(f, j))
-        omega = torque / (wp.abs(align) + wp.float64(1.0e-12))
-        angle = wp.length(omega)
-        if angle < wp.float64(1.0e-15):
+        half = wp.float64(0.5) * torque / (wp.abs(align) + wp.float64(1.0e-12))
+        if wp.dot(half, half) < wp.float64(1.0e-30):
             break
-        q = wp.normalize(wp.quat_from_axis_angle(omega / angle, angle) * q)
+        q = wp.normalize(wp.quatd(half[0], half[1], half[2], wp.float64(1.0)) * q)
     return q
 
 
@@ -107,6 +109,23 @@ def elastic_forces(
     scatter(forces, idx, vol * p * wp.transpose(dm_inv[t]), wp.float64(-1.0))
 
 
+@wp.func
+def warped_stiffness(
+    p: wp.array(dtype=wp.vec3d),
+    idx: wp.vec4i,
+    dm_inv: wp.mat33d,
+    r: wp.mat33d,
+    mu: wp.float64,
+    lam: wp.float64,
+    vol: wp.float64,
+) -> wp.mat33d:
+    """The columns of one tetrahedron's K p for its nodes 1..3 (node 0 gets minus their sum)."""
+    g = wp.transpose(r) * deformation(p, idx, dm_inv)
+    sym = g + wp.transpose(g)
+    dp = r * (mu * sym + lam * wp.trace(g) * wp.identity(n=3, dtype=wp.float64))
+    return vol * dp * wp.transpose(dm_inv)
+
+
 @wp.kernel
 def stiffness_product(
     p: wp.array(dtype=wp.vec3d),
@@ -124,11 +143,42 @@ def stiffness_product(
     if active[t] == 0:
         return
     idx = tets[t]
-    r = rotation[t]
-    g = wp.transpose(r) * deformation(p, idx, dm_inv[t])
-    sym = g + wp.transpose(g)
-    dp = r * (mu[t] * sym + lam[t] * wp.trace(g) * wp.identity(n=3, dtype=wp.float64))
-    scatter(out, idx, rest_volume[t] * dp * wp.transpose(dm_inv[t]), wp.float64(1.0))
+    h = warped_stiffness(p, idx, dm_inv[t], rotation[t], mu[t], lam[t], rest_volume[t])
+    scatter(out, idx, h, wp.float64(1.0))
+
+
+@wp.kernel
+def step_forces(
+    pos: wp.array(dtype=wp.vec3d),
+    vel: wp.array(dtype=wp.vec3d),
+    tets: wp.array(dtype=wp.vec4i),
+    dm_inv: wp.array(dtype=wp.mat33d),
+    rest_volume: wp.array(dtype=wp.float64),
+    mu: wp.array(dtype=wp.float64),
+    lam: wp.array(dtype=wp.float64),
+    active: wp.array(dtype=wp.int32),
+    rotation: wp.array(dtype=wp.mat33d),
+    quaternion: wp.array(dtype=wp.quatd),
+    iterations: int,
+    forces: wp.array(dtype=wp.vec3d),
+    k_vel: wp.array(dtype=wp.vec3d),
+):
+    """One pass of a time step: elastic forces and K v with this step's rotations (no energy)."""
+    t = wp.tid()
+    if active[t] == 0:
+        return
+    idx = tets[t]
+    dmi = dm_inv[t]
+    f = deformation(pos, idx, dmi)
+    q = extract_rotation(f, quaternion[t], iterations)
+    quaternion[t] = q
+    r = wp.quat_to_matrix(q)
+    rotation[t] = r
+    strain_trace = wp.trace(wp.transpose(r) * f) - wp.float64(3.0)
+    p = wp.float64(2.0) * mu[t] * (f - r) + lam[t] * strain_trace * r
+    vol = rest_volume[t]
+    scatter(forces, idx, vol * p * wp.transpose(dmi), wp.float64(-1.0))
+    scatter(k_vel, idx, warped_stiffness(vel, idx, dmi, r, mu[t], lam[t], vol), wp.float64(1.0))
 
 
 @wp.kernel
@@ -287,13 +337,18 @@ def sphere_contact(
     pos: wp.array(dtype=wp.vec3d),
     vel: wp.array(dtype=wp.vec3d),
     fixed: wp.array(dtype=wp.int32),
-    center: wp.vec3d,
-    radius: wp.float64,
+    sphere: wp.array(dtype=wp.vec4d),
 ):
-    """Push nodes out of a rigid sphere (the tool) and remove their velocity into it."""
+    """Push nodes out of the tool's rigid sphere and remove their velocity into it.
+
+    ``sphere[0]`` holds the centre and the radius (radius 0: no tool in contact).
+    """
     i = wp.tid()
-    if fixed[i] != 0:
+    s = sphere[0]
+    radius = s[3]
+    if fixed[i] != 0 or radius <= wp.float64(0.0):
         return
+    center = wp.vec3d(s[0], s[1], s[2])
     d = pos[i] - center
     dist = wp.length(d)
     if dist >= radius or dist < wp.float64(1.0e-12):

@@ -128,6 +128,7 @@ class TissueSolver:
             wp.zeros(n, dtype=vec, device=self.device) for _ in range(6)
         )
         self.energy = wp.zeros(1, dtype=f64, device=self.device)
+        self.contact_d = wp.zeros(1, dtype=wp.vec4d, device=self.device)  # centre, radius
         self.scalars = wp.zeros(_N_SCALARS, dtype=f64, device=self.device)
         self.inv_diag = wp.zeros(n, dtype=f64, device=self.device)
         self.mass = wp.zeros(n, dtype=f64, device=self.device)
@@ -277,35 +278,61 @@ class TissueSolver:
         return iterations
 
     def step(self) -> None:
-        """Advance one time step: forces, backward-Euler solve, integrate, tool contact."""
-        s, n = self.settings, self.n_nodes
+        """Advance one time step: forces, backward-Euler solve, integrate, tool contact.
+
+        The step's launches are recorded once as a Warp graph (CUDA graph, or on the CPU
+        Warp's replayed launch list) and replayed each call: one native call per step, which
+        also releases the GIL for the whole step, so a haptic thread is never kept waiting.
+        """
         self._set_diagonal(static=False)
+        if self._graph is None:
+            self._step_launches()  # this step; it also loads the kernels and records commands
+            self._graph = self._capture()
+        elif isinstance(self._graph, wp.Graph):
+            wp.capture_launch(self._graph)
+        else:
+            self._step_launches()
+
+    def _capture(self) -> wp.Graph | bool:
+        """Record (not run) the step as a graph; False where this device cannot."""
+        try:
+            wp.capture_begin(device=self.device)
+        except RuntimeError:
+            return False
+        try:
+            self._step_launches()
+        finally:
+            graph = wp.capture_end(device=self.device)
+        return graph
+
+    def _step_launches(self) -> None:
+        s, n = self.settings, self.n_nodes
         self.forces.zero_()
-        self.energy.zero_()
+        self.k_vel.zero_()
         forces_args = [
             self.pos,
+            self.vel,
             *self._tet_args(),
             self.quaternion,
             STEP_ROTATION_PASSES,
             self.forces,
-            self.energy,
+            self.k_vel,
         ]
-        self._run("forces", k.elastic_forces, len(self.mesh.tets), forces_args)
-        self._stiffness("K_vel", self.vel, self.k_vel)
+        self._run("step_forces", k.step_forces, len(self.mesh.tets), forces_args)
         coeffs = wp.vec4d(s.dt, s.mass_damping, s.stiffness_damping, 0.0)
         self._run("rhs_dynamic", k.implicit_rhs, n, [*self._rhs_args(), coeffs, self.rhs])
         self._cg(coeffs, s.cg_iterations)
         integrate_args = [self.pos, self.vel, self.x, self.fixed_d, s.dt, 0]
         self._run("integrate_dynamic", k.integrate, n, integrate_args)
-        if self._contact is not None:
-            center, radius = self._contact
-            self._launch(k.sphere_contact, n, [self.pos, self.vel, self.fixed_d, center, radius])
+        contact_args = [self.pos, self.vel, self.fixed_d, self.contact_d]
+        self._run("contact", k.sphere_contact, n, contact_args)
 
-    _contact: tuple[wp.vec3d, float] | None = None
+    _graph: wp.Graph | bool | None = None
 
     def set_contact_sphere(self, center: np.ndarray | None, radius: float = 0.0) -> None:
         """Make a rigid sphere (the tool tip) push tissue out of it; None removes it."""
-        self._contact = None if center is None else (wp.vec3d(*map(float, center)), radius)
+        sphere = (0.0, 0.0, 0.0, 0.0) if center is None else (*map(float, center), radius)
+        self.contact_d.assign(self._array(np.asarray([sphere], dtype=np.float64), wp.vec4d))
 
     def _rhs_args(self) -> list[object]:
         return [
