@@ -168,3 +168,14 @@ def test_enhanced_volumes_split_by_the_b_value_of_the_diffusion_group(
     ]
     classic = read_volumes(PHILIPS_4D)
     assert all(np.array_equal(a.volume.array, b.volume.array) for a, b in zip(volumes, classic))
+
+
+def test_read_image_reads_the_chosen_volume_and_refuses_a_missing_one() -> None:
+    from medverse.core.errors import InputError
+    from medverse.io.dicom import read_image
+
+    second = read_image(PHILIPS_4D, volume=2)
+    assert np.array_equal(second.array, read_volumes(PHILIPS_4D)[1].volume.array)
+    assert second.dicom is not None and len(second.dicom.sop_instance_uids) == 9
+    with pytest.raises(InputError, match=r"holds volumes 1\.\.3"):
+        read_image(PHILIPS_4D, volume=4)

@@ -75,8 +75,9 @@ def _refuse_multi_volume(series: SeriesInfo, path: Path) -> None:
     summary = volumes_summary(series)
     if summary is not None:
         raise DicomError(
-            f"holds {summary}, not one 3D volume: extract one with "
-            "`medverse convert --volume K` (1-based), or convert them all to a 4D NIfTI",
+            f"holds {summary}, not one 3D volume: choose one with --volume K (1-based, in "
+            "that order; `medverse segment` and `medverse convert` take it), or convert them "
+            "all to a 4D NIfTI with `medverse convert`",
             path,
         )
 
@@ -136,7 +137,11 @@ def _refuse_damaged(scan: FolderScan, series: SeriesInfo) -> None:
 
 
 def read_image(
-    path: str | Path, series_uid: str | None = None, *, allow_irregular: bool = False
+    path: str | Path,
+    series_uid: str | None = None,
+    *,
+    allow_irregular: bool = False,
+    volume: int | None = None,
 ) -> Volume:
     """Read a NIfTI file or a DICOM series (folder or file) as a Volume.
 
@@ -144,15 +149,23 @@ def read_image(
         path: A ``.nii``/``.nii.gz`` file, a DICOM folder or a DICOM file.
         series_uid: For DICOM, which series to read (see :func:`read_series`).
         allow_irregular: For DICOM, accept uneven slice spacing (median step).
+        volume: For a multi-volume DICOM series (phases, echoes, b-values, mosaics), read
+            volume K (1-based, as ``medverse info`` lists them); without it such a series is
+            refused, naming its volumes.
 
     Raises:
-        InputError: If the path does not exist or cannot be read (subclasses name the format).
+        InputError: If the path does not exist or cannot be read (subclasses name the format),
+            or the series has no volume K.
     """
     path = Path(path)
     if path.is_file() and is_nifti_path(path):
-        if series_uid:
-            raise InputError("--series applies to DICOM input, not NIfTI", path)
+        if series_uid or volume is not None:
+            raise InputError("--series and --volume apply to DICOM input, not NIfTI", path)
         return read_nifti(path)
+    if volume is not None:
+        from medverse.io.dicom.volumes import read_volume  # volumes reads through this module
+
+        return read_volume(path, volume, series_uid)
     return read_series(path, series_uid, allow_irregular=allow_irregular)
 
 
