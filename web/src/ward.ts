@@ -1,6 +1,7 @@
 // Live ward view: one tile per bed (NEWS2 colour band, parameters, sparkline, open alerts),
 // updated over the /api/icu/live socket; a bed's detail shows its trend per parameter.
 import type { Api } from "./api";
+import { h } from "./dom";
 import type { components } from "./generated/openapi";
 
 // REST bodies come from the served schema; the live socket's events reuse them.
@@ -51,17 +52,25 @@ function show(value: number | null | undefined, key: string): string {
   return String(Math.round(value * 10) / 10);
 }
 
-function sparkline(points: number[], width = 120, height = 28): string {
-  if (points.length < 2) return `<svg class="spark" width="${width}" height="${height}"></svg>`;
+const SVG = "http://www.w3.org/2000/svg";
+
+/** A trend line as an SVG element; its only attributes are numbers computed here. */
+function sparkline(points: number[], width = 120, height = 28): SVGSVGElement {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height));
+  if (points.length < 2) return svg;
   const low = Math.min(...points);
   const high = Math.max(...points, low + 1);
   const step = width / (points.length - 1);
   const xy = points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - ((p - low) / (high - low)) * (height - 4)).toFixed(1)}`);
-  return `<svg class="spark" width="${width}" height="${height}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="${xy.join(" ")}"/></svg>`;
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const line = document.createElementNS(SVG, "polyline");
+  for (const [name, value] of [["fill", "none"], ["stroke", "currentColor"], ["stroke-width", "1.5"], ["points", xy.join(" ")]]) {
+    line.setAttribute(name, value);
+  }
+  svg.append(line);
+  return svg;
 }
 
 export class WardView {
@@ -152,42 +161,55 @@ export class WardView {
   }
 
   render(): void {
-    const tiles = [...this.beds.values()].sort((a, b) => a.bed_id.localeCompare(b.bed_id)).map((bed) => {
-      const alerts = [...this.alerts.values()].filter((a) => a.bed_id === bed.bed_id);
-      const score = bed.news2 !== null ? `NEWS2 ${bed.news2}` : `${bed.completeness} ≥${bed.minimum}`;
-      const params = PARAMETERS.map(([key, label]) => `<span>${label} ${show(bed.values[key], key)}</span>`).join(" ");
-      const alertHtml = alerts.map((a) => `<div class="ward-alert" data-alert-id="${a.id}" data-level="${a.level}">
-          ${escapeHtml(a.level)}: ${escapeHtml(a.reason)}
-          ${a.acknowledged_by ? `<em>acknowledged by ${escapeHtml(a.acknowledged_by)}</em>` : `<button class="ack" data-alert-id="${a.id}">Acknowledge</button>`}
-        </div>`).join("");
-      return `<div class="bed-tile band-${band(bed)}" data-bed="${escapeHtml(bed.bed_id)}">
-          <strong>${escapeHtml(bed.bed_id.split("/")[1] ?? bed.bed_id)}</strong> <span class="news2">${score}</span>
-          <div class="params">${params}</div>${sparkline(bed.history.map((h) => h.news2))}${alertHtml}</div>`;
-    });
-    this.root.innerHTML = `<h2>Ward ${escapeHtml(this.ward)} ${this.live ? "(live)" : "(connecting)"}</h2>
-      <div class="ward-grid">${tiles.join("")}</div><div id="bed-detail">${this.detailHtml()}</div>`;
-    this.root.querySelectorAll<HTMLButtonElement>("button.ack").forEach((button) => {
-      button.onclick = (event) => {
-        event.stopPropagation();
-        void this.acknowledge(Number(button.dataset.alertId));
-      };
-    });
-    this.root.querySelectorAll<HTMLElement>(".bed-tile").forEach((tile) => {
-      tile.onclick = () => {
-        this.detail = tile.dataset.bed ?? null;
-        this.render();
-      };
-    });
+    const tiles = [...this.beds.values()].sort((a, b) => a.bed_id.localeCompare(b.bed_id)).map((bed) => this.tile(bed));
+    const title = h("h2", {}, `Ward ${this.ward} ${this.live ? "(live)" : "(connecting)"}`);
+    const detail = h("div", { attrs: { id: "bed-detail" } }, ...this.detailNodes());
+    this.root.replaceChildren(title, h("div", { class: "ward-grid" }, ...tiles), detail);
   }
 
-  private detailHtml(): string {
+  /** One bed's tile; every string (bed, alert reason, user) goes in as text. */
+  private tile(bed: BedState): HTMLDivElement {
+    const alerts = [...this.alerts.values()].filter((a) => a.bed_id === bed.bed_id);
+    const score = bed.news2 !== null ? `NEWS2 ${bed.news2}` : `${bed.completeness} ≥${bed.minimum}`;
+    const params = PARAMETERS.flatMap(([key, label], i) => [i ? " " : "", h("span", {}, `${label} ${show(bed.values[key], key)}`)]);
+    const tile = h(
+      "div",
+      { class: `bed-tile band-${band(bed)}`, data: { bed: bed.bed_id } },
+      h("strong", {}, bed.bed_id.split("/")[1] ?? bed.bed_id), " ", h("span", { class: "news2" }, score),
+      h("div", { class: "params" }, ...params),
+      sparkline(bed.history.map((point) => point.news2)),
+      ...alerts.map((a) => this.alertNode(a)),
+    );
+    tile.onclick = () => {
+      this.detail = bed.bed_id;
+      this.render();
+    };
+    return tile;
+  }
+
+  private alertNode(alert: AlertState): HTMLDivElement {
+    let action: HTMLElement;
+    if (alert.acknowledged_by) {
+      action = h("em", {}, `acknowledged by ${alert.acknowledged_by}`);
+    } else {
+      action = h("button", { class: "ack", data: { alertId: String(alert.id) } }, "Acknowledge");
+      action.onclick = (event) => {
+        event.stopPropagation();
+        void this.acknowledge(alert.id);
+      };
+    }
+    const data = { alertId: String(alert.id), level: alert.level };
+    return h("div", { class: "ward-alert", data }, `${alert.level}: ${alert.reason} `, action);
+  }
+
+  private detailNodes(): Node[] {
     const bed = this.detail ? this.beds.get(this.detail) : undefined;
-    if (!bed) return "";
+    if (!bed) return [];
     const rows = PARAMETERS.map(([key, label]) => {
-      const points = bed.history.map((h) => h.values[key]).filter((v): v is number => typeof v === "number");
-      return `<div class="trend"><span>${label}</span>${sparkline(points, 320, 48)}<span>${show(bed.values[key], key)}</span></div>`;
+      const points = bed.history.map((point) => point.values[key]).filter((v): v is number => typeof v === "number");
+      return h("div", { class: "trend" }, h("span", {}, label), sparkline(points, 320, 48), h("span", {}, show(bed.values[key], key)));
     });
-    return `<h3>${escapeHtml(bed.bed_id)}: trends</h3>${rows.join("")}`;
+    return [h("h3", {}, `${bed.bed_id}: trends`), ...rows];
   }
 }
 
