@@ -45,6 +45,13 @@ def register(subparsers: Any) -> None:
     listen.add_argument(
         "--read-timeout", type=float, default=60.0, help="close silent connections after (s)"
     )
+    listen.add_argument(
+        "--durability",
+        choices=["process", "power"],
+        default="process",
+        help="what an ACKed message survives on SQLite: 'process' (default; the listener "
+        "killed, WAL synchronous=NORMAL) or 'power' (power loss too; fsync per commit)",
+    )
     _add_store(listen)
     listen.set_defaults(func=run_listen)
     _register_replay(sub)
@@ -117,11 +124,15 @@ def parse_assumptions(items: list[str]) -> dict[Any, float]:
 def run_listen(args: argparse.Namespace) -> int:
     """Listen until interrupted."""
     from medverse.icu.api import listen
+    from medverse.icu.store import Durability
 
     def ready(port: int) -> None:
         print(f"listening on {args.host}:{port}", flush=True)
 
-    listen(_store_url(args), args.host, args.port, args.read_timeout, on_ready=ready)
+    listen(
+        _store_url(args), args.host, args.port, args.read_timeout, on_ready=ready,
+        durability=Durability(args.durability),
+    )  # fmt: skip
     return 0
 
 

@@ -19,7 +19,7 @@ from medverse.icu.mllp import ListenerConfig, MllpListener
 from medverse.icu.monitor import Monitor, MonitorConfig
 from medverse.icu.parameters import PARAMETERS, Parameter
 from medverse.icu.pipeline import Ingestor
-from medverse.icu.store import ObservationStore, ScoredVitals
+from medverse.icu.store import Durability, ObservationStore, ScoredVitals
 from medverse.icu.vitals import Source, VitalSet
 from medverse.icu.wfdb_source import VitalSeries, read_series
 
@@ -42,9 +42,13 @@ class IcuRuntime:
         self.ingestor = Ingestor(self.monitor, self.store)
 
 
-def open_runtime(store_url: str, config: MonitorConfig | None = None) -> IcuRuntime:
+def open_runtime(
+    store_url: str,
+    config: MonitorConfig | None = None,
+    durability: Durability = Durability.PROCESS,
+) -> IcuRuntime:
     """Open the store at ``store_url`` and a monitor that knows each bed's SpO2 scale."""
-    store = ObservationStore.open(store_url)
+    store = ObservationStore.open(store_url, durability)
     scale_2 = {bed for bed, on in store.scales().items() if on}
     return IcuRuntime(store, Monitor(config, scale_2=scale_2))
 
@@ -95,6 +99,7 @@ def listen(
     port: int = 2575,
     read_timeout: float = 60.0,
     on_ready: Callable[[int], None] | None = None,
+    durability: Durability = Durability.PROCESS,
 ) -> None:
     """Listen for HL7 v2 ORU^R01 over MLLP, storing scored observations in ``store_url``.
 
@@ -104,8 +109,9 @@ def listen(
         port: TCP port (0: any free port).
         read_timeout: Seconds a silent connection is kept open.
         on_ready: Called with the bound port once listening.
+        durability: What an ACKed message survives on SQLite (`store.Durability`).
     """
-    runtime = open_runtime(store_url)
+    runtime = open_runtime(store_url, durability=durability)
     try:
         _run(serve_mllp(runtime, host, port, ListenerConfig(read_timeout=read_timeout), on_ready))
     finally:

@@ -9,6 +9,7 @@ property tests hold to the library's result. One reader then interprets either.
 from __future__ import annotations
 
 import math
+import re
 import time
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,7 @@ class Hl7Error(InputError):
 
 Segment = list[str]  # fields (MSH-n and XXX-n at index n), components joined by "^"
 _DEFAULT_MSH = "MSH|^~\\&|"
+_SPECIAL = re.compile(r"[\\|^&~\r\n]")
 
 
 class Hl7Message:
@@ -225,14 +227,30 @@ def ack_for(message: Hl7Message, code: AckCode, reason: str = "") -> str:
     Laid out as python-hl7's ``create_ack``: sender and receiver swapped, processing ID and
     version kept.
     """
-    msh = message.first("MSH") or [""] * 13
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return ack_for_msh(message.first("MSH") or [""] * 13, code, reason)
+
+
+def ack_for_msh(msh: Segment, code: AckCode, reason: str = "") -> str:
+    """`ack_for` from the answered message's MSH fields (MSH-n at index n)."""
+    if len(msh) < 13:
+        msh = msh + [""] * (13 - len(msh))
+    first = [field.partition("^")[0] for field in msh[3:13]]  # MSH-3 .. MSH-12
     header = "|".join(
-        ["MSH", "^~\\&", _part(msh, 5), _part(msh, 6), _part(msh, 3), _part(msh, 4), stamp, "",
-         f"ACK^{_part(msh, 9, 2)}^ACK", f"{time.time_ns():x}", _part(msh, 11), _part(msh, 12)]
+        ["MSH", "^~\\&", first[2], first[3], first[0], first[1], _stamp(), "",
+         f"ACK^{_part(msh, 9, 2)}^ACK", f"{time.time_ns():x}", first[8], first[9]]
     )  # fmt: skip
-    text = f"{header}\rMSA|{code.value}|{_escape(_part(msh, 10))}"
+    text = f"{header}\rMSA|{code.value}|{_escape(first[7])}"
     return text + (f"|{_escape(reason)}" if reason else "") + "\r"
+
+
+_last_stamp: list[Any] = [-1, ""]  # (epoch second, its HL7 DTM): one strftime per second
+
+
+def _stamp() -> str:
+    now = int(time.time())
+    if now != _last_stamp[0]:
+        _last_stamp[:] = [now, time.strftime("%Y%m%d%H%M%S", time.gmtime(now))]
+    return str(_last_stamp[1])
 
 
 def reject_unparsed(reason: str) -> str:
@@ -244,5 +262,7 @@ def reject_unparsed(reason: str) -> str:
 
 def _escape(text: str) -> str:
     """HL7 escape sequences for the separators, so a reason cannot break the ACK."""
+    if _SPECIAL.search(text) is None:
+        return text
     out = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
     return out.replace("&", "\\T\\").replace("~", "\\R\\").replace("\r", " ").replace("\n", " ")

@@ -5,24 +5,36 @@ hold several frames; a connection carries any number of messages. Each message i
 the same connection, in order: AA once its observation is stored (a resend of a stored
 message is answered AA and not stored again), AE/AR with the reason when it cannot be used.
 A connection idle longer than the read timeout is closed.
+
+Group commit: the good messages read in one turn of the event loop, from every connection, go
+to the `Ingestor` as one group, and their ACKs are written once the transaction holding them
+has committed (one write per connection per group). Plain messages are read by
+`hl7_plain.read_plain`, everything else by the python-hl7 based `hl7_oru` reader.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
+from medverse.core.errors import InputError
 from medverse.core.logging import get_logger
 from medverse.icu.hl7_oru import (
     AckCode,
     Hl7Error,
+    Segment,
     ack_for,
+    ack_for_msh,
     parse_message,
     read_oru,
     reject_unparsed,
 )
-from medverse.icu.pipeline import Ingestor, StorageError
+from medverse.icu.hl7_plain import read_plain
+from medverse.icu.pipeline import Ingestor, Outcome, StorageError
+from medverse.icu.vitals import VitalSet
 
 START, END = b"\x0b", b"\x1c\x0d"
 log = get_logger(__name__)
@@ -51,6 +63,8 @@ class MllpFramer:
         Raises:
             FrameError: If a frame grows past ``max_frame``.
         """
+        if not self._buffer and data[:1] == START and 0 < data.find(END, 1) == len(data) - 2:
+            return [data[1:-2]]  # the common case: one whole frame in one read
         self._buffer += data
         frames: list[bytes] = []
         while True:
@@ -93,21 +107,97 @@ class ListenerConfig:
     max_frame: int = 1 << 20
 
 
-async def answer(ingestor: Ingestor, payload: bytes) -> str:
-    """The ACK or NAK for one framed message, after storing its observation when it is good."""
+def read_message(payload: bytes) -> tuple[VitalSet, Segment] | str:
+    """The vital set and MSH fields of a usable ORU^R01, or the NAK text answering it."""
+    text = _decode(payload)
+    plain = read_plain(text)
+    if plain is not None:
+        return plain
     try:
-        message = parse_message(_decode(payload))
+        message = parse_message(text)
     except Hl7Error as error:
         return reject_unparsed(error.problem)
     try:
         vitals = read_oru(message)
     except Hl7Error as error:
         return ack_for(message, error.code, error.problem)
-    try:
-        await ingestor.submit(vitals)
-    except StorageError as error:
-        return ack_for(message, AckCode.ERROR, str(error))
-    return ack_for(message, AckCode.ACCEPT)
+    except InputError as error:  # e.g. an OBX-14 that is not an HL7 time
+        return ack_for(message, AckCode.ERROR, error.problem)
+    return vitals, message.first("MSH") or []
+
+
+Slot = list[bytes | None]  # one message's framed reply, None until it is known
+
+
+class _Connection(asyncio.Protocol):
+    """One MLLP connection: frames in, replies out in message order."""
+
+    def __init__(self, listener: MllpListener) -> None:
+        self.listener = listener
+        self.framer = MllpFramer(listener.config.max_frame)
+        self.replies: deque[Slot] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.last_read = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.listener.connections.add(self)
+        self.timer = self.loop.call_later(self.listener.config.read_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()
+        try:
+            payloads = self.framer.feed(data)
+        except FrameError as error:
+            log.info("MLLP connection closed: %s", error)
+            self.close()
+            return
+        for payload in payloads:
+            slot: Slot = [None]
+            self.replies.append(slot)
+            self.listener.take(self, slot, payload)
+
+    def flush(self) -> None:
+        """Write every known reply up to the first one still waiting for storage."""
+        out: list[bytes] = []
+        replies = self.replies
+        while replies and replies[0][0] is not None:
+            out.append(cast(bytes, replies.popleft()[0]))
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def close(self) -> None:
+        """Close the connection (replies not yet written are dropped)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def _check_idle(self) -> None:
+        timeout = self.listener.config.read_timeout
+        idle = self.loop.time() - self.last_read
+        if idle >= timeout and not self.replies:
+            log.info("MLLP connection closed: TimeoutError")
+            self.close()
+            return
+        self.timer = self.loop.call_later(max(timeout - idle, 0.05), self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.listener.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        # a client that does not read its ACKs is not read from either, until it catches up
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+
+Waiting = tuple[_Connection, Slot, Segment]
 
 
 class MllpListener:
@@ -122,42 +212,55 @@ class MllpListener:
         self.ingestor = ingestor
         self.config = config or ListenerConfig()
         self.server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self.connections: set[_Connection] = set()
+        self._waiting: list[Waiting] = []
+        self._vitals: list[VitalSet] = []
 
     async def start(self, host: str = "127.0.0.1", port: int = 2575) -> int:
         """Start listening; returns the bound port (pass 0 for a free one)."""
-        self.server = await asyncio.start_server(self._serve, host, port)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(partial(_Connection, self), host, port)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         """Stop accepting, then end the open connections (pending answers are dropped)."""
         if self.server is not None:
             self.server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        for connection in list(self.connections):
+            connection.close()
         if self.server is not None:
             await self.server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        framer = MllpFramer(self.config.max_frame)
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
-        try:
-            while True:
-                data = await asyncio.wait_for(reader.read(65536), self.config.read_timeout)
-                if not data:
-                    break
-                payloads = framer.feed(data)
-                if payloads:
-                    replies = await asyncio.gather(*(answer(self.ingestor, p) for p in payloads))
-                    writer.write(b"".join(frame(reply) for reply in replies))
-                    await writer.drain()
-        except (TimeoutError, FrameError, ConnectionError) as error:
-            log.info("MLLP connection closed: %s", type(error).__name__)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+    def take(self, connection: _Connection, slot: Slot, payload: bytes) -> None:
+        """Answer a bad message now; queue a good one for this loop turn's group."""
+        read = read_message(payload)
+        if isinstance(read, str):
+            slot[0] = frame(read)
+            connection.flush()
+            return
+        if not self._vitals:
+            asyncio.get_running_loop().call_soon(self._submit)
+        self._vitals.append(read[0])
+        self._waiting.append((connection, slot, read[1]))
+
+    def _submit(self) -> None:
+        waiting, vitals = self._waiting, self._vitals
+        self._waiting, self._vitals = [], []
+        self.ingestor.submit_group(vitals).add_done_callback(partial(_answer, waiting))
+
+
+def _answer(waiting: list[Waiting], stored: asyncio.Future[list[Outcome]]) -> None:
+    """Fill the replies of a stored group (AE with the reason if it could not be stored)."""
+    if stored.cancelled():
+        return
+    error = stored.exception()
+    code, reason = AckCode.ACCEPT, ""
+    if error is not None:
+        code = AckCode.ERROR
+        reason = str(error) if isinstance(error, StorageError) else f"storage failed: {error}"
+    touched: dict[_Connection, None] = {}
+    for connection, slot, msh in waiting:
+        slot[0] = frame(ack_for_msh(msh, code, reason))
+        touched[connection] = None
+    for connection in touched:
+        connection.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,11 +40,20 @@ class BatchScores:
     risk: NDArray[np.int8]
 
 
+@cache
+def _band_arrays(bands: Bands) -> tuple[float, NDArray[np.float64], NDArray[np.int8]]:
+    """Scale, upper bounds in chart units and scores of a chart's bands (built once)."""
+    return (
+        10.0**bands.decimals,
+        np.asarray(bands.upper_units, dtype=np.float64),
+        np.asarray(bands.scores, dtype=np.int8),
+    )
+
+
 def _band_points(bands: Bands, values: NDArray[np.float64]) -> NDArray[np.int8]:
-    scale = 10.0**bands.decimals
+    scale, uppers, scores = _band_arrays(bands)
     units = np.floor(values * scale + 0.5 + _NUDGE)
-    index = np.searchsorted(np.asarray(bands.upper_units), units, side="left")
-    scores = np.asarray(bands.scores, dtype=np.int8)
+    index = np.searchsorted(uppers, units, side="left")
     return scores[np.minimum(index, len(scores) - 1)]
 
 

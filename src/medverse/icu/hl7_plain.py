@@ -1,0 +1,176 @@
+"""The listener's hot path: a plain ORU^R01 read in one pass, or None to take the full path.
+
+A message with the default delimiters and no escapes or repetitions (`hl7_oru.is_plain`) is
+read field by field with ``str.split`` and small caches (code and unit per OBX-3/OBX-6
+spelling, epoch seconds per HL7 time). Anything it does not take as it comes (another message
+type, a bad value, unit or time, a missing bed) returns None, and the caller reads the
+message with `hl7_oru.parse_message` / `hl7_oru.read_oru`, which name the problem in the NAK.
+Tests hold this reader to that one: the same `VitalSet` for every message it accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from medverse.core.errors import InputError
+from medverse.icu.hl7_oru import Segment, is_plain
+from medverse.icu.parameters import Acvpu, Code, Parameter, lookup
+from medverse.icu.vitals import Source, VitalSet, parse_hl7_time
+
+_USABLE_STATUS = frozenset({"", "F", "C", "P", "R", "S", "A"})
+_CACHE_LIMIT = 4096  # spellings and times kept; cleared when full (bounded memory)
+_SKIP: tuple[None, None] = (None, None)
+
+Reading = tuple[Parameter, Callable[[float], float] | None] | tuple[None, None]
+_readings: dict[tuple[str, str], Reading] = {}
+_times: dict[str, float] = {}
+_letters: dict[str, float] = {}
+
+
+def _first(field: str) -> str:
+    return field.partition("^")[0]
+
+
+def _reading(field3: str, field6: str) -> Reading | None:
+    """(parameter, unit conversion) of an OBX-3 code and OBX-6 unit.
+
+    `_SKIP` for a code we do not read, conversion None for consciousness (a letter), None
+    when the unit is not one the parameter is accepted in.
+    """
+    parts = field3.split("^")
+    code = lookup(parts[2] if len(parts) > 2 else "", parts[0])
+    if code is None:
+        reading: Reading = _SKIP
+    elif code.parameter == Parameter.CONSCIOUSNESS:
+        reading = (code.parameter, None)
+    else:
+        convert = _conversion(code, _first(field6))
+        if convert is None:
+            return None
+        reading = (code.parameter, convert)
+    if len(_readings) >= _CACHE_LIMIT:
+        _readings.clear()
+    _readings[(field3, field6)] = reading
+    return reading
+
+
+def _conversion(code: Code, unit: str) -> Callable[[float], float] | None:
+    spelled = unit.strip()
+    for accepted in code.units:
+        if spelled in accepted.codes:
+            return accepted.to_chart
+    return None
+
+
+def _epoch(text: str) -> float:
+    """`parse_hl7_time` with a cache (1 Hz streams repeat each second across beds)."""
+    found = _times.get(text)
+    if found is None:
+        found = parse_hl7_time(text, "OBX-14/MSH-7")
+        if len(_times) >= _CACHE_LIMIT:
+            _times.clear()
+        _times[text] = found
+    return found
+
+
+def _letter(raw: str) -> float:
+    """ACVPU letter as its number (cached; raises InputError for anything else)."""
+    found = _letters.get(raw)
+    if found is None:
+        found = float(Acvpu.from_letter(_first(raw).strip()))
+        if len(_letters) < _CACHE_LIMIT:
+            _letters[raw] = found
+    return found
+
+
+def _usable(status: str) -> bool:
+    return status in _USABLE_STATUS or _first(status).strip().upper() in _USABLE_STATUS
+
+
+def _observations(obxs: list[list[str]]) -> tuple[dict[Parameter, float], str] | None:
+    """Values by parameter and the first OBX-14; raises ValueError/InputError on a bad value."""
+    values: dict[Parameter, float] = {}
+    first_time = ""
+    for obx in obxs:
+        if len(obx) < 15:
+            obx = obx + [""] * (15 - len(obx))  # absent fields read as empty, as in hl7_oru
+        reading = _readings.get((obx[3], obx[6])) or _reading(obx[3], obx[6])
+        if reading is None:
+            return None
+        parameter, convert = reading
+        if parameter is None or not (obx[11] in _USABLE_STATUS or _usable(obx[11])):
+            continue
+        raw = obx[5]
+        if convert is None:
+            values[parameter] = _letter(raw)
+        else:
+            number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            values[parameter] = convert(number)
+        if not first_time:
+            first_time = _first(obx[14])
+    return values, first_time
+
+
+def _segments(text: str) -> tuple[Segment, Segment | None, Segment | None, list[Segment]]:
+    """MSH (fields at their HL7 numbers), the first PID and PV1, and every OBX."""
+    lines = text.split("\r")
+    msh = lines[0].split("|")
+    msh.insert(1, "|")
+    pid: Segment | None = None
+    pv1: Segment | None = None
+    obxs: list[Segment] = []
+    for line in lines[1:]:
+        name = line[:3]
+        if line[3:4] not in ("|", ""):
+            continue  # a longer segment name ("OBXZ"), not one of these
+        if name == "OBX":
+            obxs.append(line.split("|"))
+        elif name == "PV1" and pv1 is None:
+            pv1 = line.split("|")
+        elif name == "PID" and pid is None:
+            pid = line.split("|")
+    return msh, pid, pv1, obxs
+
+
+def read_plain(text: str) -> tuple[VitalSet, Segment] | None:
+    """The vital set and MSH fields of a plain, valid ORU^R01, or None for the full path.
+
+    Args:
+        text: The decoded message (segments end with CR; LF accepted).
+    """
+    text = text.replace("\n", "\r").strip("\r")
+    if not is_plain(text):
+        return None
+    msh, pid, pv1, obxs = _segments(text)
+    if len(msh) < 11 or pv1 is None or len(pv1) < 4:
+        return None
+    kind = msh[9].split("^")
+    control_id = _first(msh[10])
+    location = pv1[3].split("^")
+    ward, bed = location[0].strip(), (location[2].strip() if len(location) > 2 else "")
+    if kind[:2] != ["ORU", "R01"] or not control_id or not ward or not bed:
+        return None
+    try:
+        found = _observations(obxs)
+        if found is None:
+            return None
+        values, observed = found
+        when = observed or _first(msh[7])
+        observed_at = _epoch(when) if when else time.time()
+    except (ValueError, InputError):
+        return None
+    patient = _first(pid[3]) if pid is not None and len(pid) > 3 else ""
+    vitals = VitalSet(
+        message_key=f"{_first(msh[3])}|{_first(msh[4])}|{control_id}",
+        ward=ward,
+        bed=bed,
+        observed_at=observed_at,
+        values=values,
+        source=Source.HL7,
+        patient_id=patient or None,
+    )
+    return vitals, msh
