@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medverse.core.errors import DicomError, NotDicomError, error_text
+from medverse.io.dicom.fastheader import FastHeader, read_fast_header
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
 from medverse.io.dicom.mosaic import mosaic_count, mosaic_frames
 from medverse.io.quiet import quiet_pydicom
@@ -208,9 +211,30 @@ def read_header(path: Path) -> DicomHeader:
         NotDicomError: If the file is not DICOM.
         DicomError: If the header is unreadable, damaged or cut short.
     """
+    fast = _fast_header(path)
+    if fast is not None:
+        return header_of(fast.dataset, path)
     ds = read_dataset(path, pixels=False)
     _check_elements_whole(ds, path)
     return header_of(ds, path)
+
+
+def _fast_header(path: Path) -> FastHeader | None:
+    """The needed elements straight from the bytes; None: read with pydicom instead.
+
+    Raises:
+        DicomError: If the file is cut inside an element.
+    """
+    try:
+        with (
+            path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
+            if len(data) < 132 or data[128:132] != b"DICM":
+                return None  # pydicom's path names what is wrong
+            return read_fast_header(path, data)
+    except (OSError, ValueError, struct.error):  # empty file, unmappable, odd bytes
+        return None
 
 
 def header_of(ds: Dataset, path: Path) -> DicomHeader:

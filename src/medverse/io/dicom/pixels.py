@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError, error_text
+from medverse.io.dicom.fastheader import native_pixels
 from medverse.io.dicom.geometry import Frame
 from medverse.io.dicom.header import PIXEL_KEYWORDS, read_dataset
 from medverse.io.dicom.mosaic import untile
@@ -99,6 +102,9 @@ def decode_file(path: Path) -> np.ndarray:
 
 
 def _decode(path: Path) -> np.ndarray:
+    native = _native(path)
+    if native is not None:
+        return native
     ds = read_dataset(path)
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise DicomError("has no pixel data (file truncated or not an image)", path)
@@ -121,6 +127,20 @@ def _decode(path: Path) -> np.ndarray:
             f"pixel data has shape {pixels.shape}, expected {expected_frames} frame(s)", path
         )
     return pixels
+
+
+def _native(path: Path) -> np.ndarray | None:
+    """Uncompressed pixels read straight from the file (no pydicom parse); None otherwise."""
+    try:
+        with (
+            path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
+            if len(data) < 132 or data[128:132] != b"DICM":
+                return None
+            return native_pixels(path, data)
+    except (OSError, ValueError, struct.error):
+        return None
 
 
 def _decode_problem(ds: Dataset, error: BaseException) -> str:

@@ -1,0 +1,261 @@
+"""Fast header path: read only the top-level elements a scan needs, straight from the bytes.
+
+pydicom turns every element of a file (private sequences included, often ~1,000 per slice)
+into Python objects; a folder scan needs about 50 of them. Here the file is walked once with
+:mod:`struct`, elements not needed are skipped by their length (sequences of undefined length
+item by item), the needed ones are kept as pydicom ``RawDataElement``s, and the result is a
+pydicom ``Dataset`` that :func:`medverse.io.dicom.header.header_of` summarises like any
+other: one summariser, two ways in. Where the shape of the file is not the common one
+(big endian, deflated, a needed sequence such as the enhanced functional groups), the caller
+falls back to pydicom by getting None.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag
+
+from medverse.core.errors import DicomError
+from medverse.io.dicom.dimensions import DIMENSION_ATTRIBUTES
+
+_KEYWORDS = [
+    "SpecificCharacterSet",
+    "ImageType",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "SeriesDate",
+    "StudyTime",
+    "SeriesTime",
+    "AccessionNumber",
+    "Modality",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "PatientIdentityRemoved",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyID",
+    "SeriesNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "FrameOfReferenceUID",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "GridFrameOffsetVector",
+]
+WANTED = frozenset(tag_for_keyword(k) for k in (*_KEYWORDS, *DIMENSION_ATTRIBUTES)) - {None}
+"""Top-level tags kept (plus the Siemens private groups 0019 and 0029, for mosaics)."""
+_PRIVATE_GROUPS = (0x0019, 0x0029)
+_FALLBACK = frozenset(
+    tag_for_keyword(k)
+    for k in (
+        "ReferencedSeriesSequence",
+        "PerFrameFunctionalGroupsSequence",
+        "SharedFunctionalGroupsSequence",
+        "DirectoryRecordSequence",
+    )
+)
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"})
+_LONG_VRS |= frozenset({b"UR", b"UT", b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_NATIVE_SYNTAXES = frozenset({_EXPLICIT_LE, _IMPLICIT_LE})
+_ENCAPSULATED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")
+
+
+@dataclass(frozen=True)
+class FastHeader:
+    """A file's needed elements as a pydicom Dataset, and where its pixel data starts.
+
+    Attributes:
+        dataset: The kept top-level elements (raw, converted lazily), with ``file_meta``.
+        pixel_offset: Byte offset of the pixel data element's header (-1 when absent).
+    """
+
+    dataset: Dataset
+    pixel_offset: int
+
+
+class _NeedsPydicomError(Exception):
+    """The file needs the full pydicom reader."""
+
+
+def read_fast_header(path: Path, data: bytes | mmap.mmap) -> FastHeader | None:
+    """Parse the needed top-level elements of a DICOM file's bytes.
+
+    Args:
+        path: The file, named in errors.
+        data: Its bytes (preamble and ``DICM`` already checked by the caller).
+
+    Returns:
+        The header, or None when the file needs pydicom (unusual encoding, a needed sequence).
+
+    Raises:
+        DicomError: If an element runs past the end of the file (truncated).
+    """
+    try:
+        meta, pos = _walk(data, 132, explicit=True, path=path, meta_only=True)
+        syntax = _text(meta.get(0x00020010))
+        if syntax in _NATIVE_SYNTAXES:
+            explicit = syntax == _EXPLICIT_LE
+        elif syntax.startswith(_ENCAPSULATED_PREFIXES):
+            explicit = True
+        else:
+            return None
+        elements, pixel_offset = _walk(data, pos, explicit=explicit, path=path)
+    except _NeedsPydicomError:
+        return None
+    file_meta = FileMetaDataset()
+    for tag, raw in meta.items():
+        file_meta[BaseTag(tag)] = raw
+    ds = Dataset({BaseTag(tag): raw for tag, raw in elements.items()})
+    ds.file_meta = file_meta
+    ds.set_original_encoding(not explicit, True, _text(elements.get(0x00080005)) or None)
+    return FastHeader(ds, pixel_offset)
+
+
+def native_pixels(path: Path, data: bytes | mmap.mmap) -> np.ndarray | None:
+    """Uncompressed little-endian greyscale pixel data as ``(frames, rows, columns)``, or None.
+
+    None means "decode with pydicom": compressed, big endian, colour, float, or signed values
+    stored in fewer bits than allocated (those need sign extension).
+
+    Raises:
+        DicomError: If an element runs past the end of the file (truncated).
+    """
+    header = read_fast_header(path, data)
+    if header is None or header.pixel_offset < 0:
+        return None
+    ds = header.dataset
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if syntax not in _NATIVE_SYNTAXES or not _is_plain_greyscale(ds):
+        return None
+    group, element = struct.unpack_from("<HH", data, header.pixel_offset)
+    if (group, element) != (0x7FE0, 0x0010):
+        return None
+    _, length, start = _element_header(data, header.pixel_offset, syntax == _EXPLICIT_LE)
+    frames, rows, columns = int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
+    bits, signed = int(ds.BitsAllocated), int(ds.PixelRepresentation) == 1
+    count = frames * rows * columns
+    if length == _UNDEFINED or length < count * bits // 8 or start + length > len(data):
+        return None  # let pydicom name the problem
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    pixels = np.frombuffer(data, dtype=dtype, count=count, offset=start)
+    return pixels.reshape(frames, rows, columns).copy()
+
+
+def _is_plain_greyscale(ds: Dataset) -> bool:
+    try:
+        bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
+        signed = int(ds.PixelRepresentation) == 1
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        return (
+            samples == 1
+            and bits in (8, 16, 32)
+            and (not signed or stored == bits)
+            and photometric in ("MONOCHROME1", "MONOCHROME2")
+            and "Rows" in ds
+            and "Columns" in ds
+        )
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _walk(
+    data: bytes | mmap.mmap, pos: int, *, explicit: bool, path: Path, meta_only: bool = False
+) -> tuple[dict[int, RawDataElement], int]:
+    """Top-level elements from ``pos``: (kept elements, pixel data offset or the end)."""
+    kept: dict[int, RawDataElement] = {}
+    end = len(data)
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        tag = group << 16 | element
+        if meta_only and group != 0x0002:
+            return kept, pos
+        if tag in _PIXEL_TAGS:
+            return kept, pos
+        start = pos
+        vr, length, pos = _element_header(data, pos, explicit or group == 0x0002)
+        if tag in _FALLBACK:
+            raise _NeedsPydicomError
+        if length == _UNDEFINED:  # UN of undefined length: a sequence in implicit VR
+            pos = _skip_undefined(data, pos, explicit and vr != "UN", path, tag)
+            continue
+        if pos + length > end:
+            raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
+        if meta_only or tag in WANTED or (group in _PRIVATE_GROUPS and vr != "SQ"):
+            if vr == "SQ":
+                raise _NeedsPydicomError
+            value = bytes(data[pos : pos + length])
+            implicit = not (explicit or group == 0x0002)
+            kept[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+        pos += length
+    return kept, (-1 if not meta_only else pos)
+
+
+def _element_header(
+    data: bytes | mmap.mmap, pos: int, explicit: bool
+) -> tuple[str | None, int, int]:
+    """(VR or None, value length, position of the value) of the element at ``pos``."""
+    if not explicit:
+        return None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+    vr = bytes(data[pos + 4 : pos + 6])
+    if not (b"AA" <= vr <= b"ZZ"):
+        raise _NeedsPydicomError  # implicit VR inside an explicit file: let pydicom cope
+    if vr in _LONG_VRS:
+        return vr.decode(), struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+    return vr.decode(), struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+
+
+def _skip_undefined(data: bytes | mmap.mmap, pos: int, explicit: bool, path: Path, tag: int) -> int:
+    """Skip a sequence (or item) of undefined length; return the position after it."""
+    end = len(data)
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        item_tag = group << 16 | element
+        length = struct.unpack_from("<I", data, pos + 4)[0]
+        if item_tag in (_SEQUENCE_END, _ITEM_END):
+            return pos + 8
+        if item_tag == _ITEM:
+            pos += 8
+            if length == _UNDEFINED:
+                pos = _skip_undefined(data, pos, explicit, path, tag)
+            else:
+                pos += length
+            continue
+        vr, length, pos = _element_header(data, pos, explicit)  # an element inside an item
+        if length == _UNDEFINED:
+            pos = _skip_undefined(data, pos, explicit and vr != "UN", path, tag)
+        else:
+            pos += length
+    raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
+
+
+def _text(raw: RawDataElement | None) -> str:
+    if raw is None or not raw.value:
+        return ""
+    return raw.value.decode("ascii", errors="replace").strip(" \x00")
