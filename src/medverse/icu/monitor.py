@@ -101,11 +101,10 @@ class Monitor:
 
     def _round(self, items: Sequence[VitalSet], received_at: float) -> list[ScoredVitals]:
         rows = np.fromiter((self.row_of(v.bed_id) for v in items), np.intp, len(items))
-        columns = COLUMN
-        values = np.full((len(items), len(PARAMETERS)), np.nan)
-        for i, vitals in enumerate(items):
-            for parameter, value in vitals.values.items():
-                values[i, columns[parameter]] = value
+        nan = np.nan
+        values = np.array(
+            [[v.values.get(p, nan) for p in PARAMETERS] for v in items], dtype=np.float64
+        ).reshape(len(items), len(PARAMETERS))
         times = np.fromiter((v.observed_at for v in items), np.float64, len(items))
         _, reasons = self.checker.check(self.quality, rows, values, times)
         scores = score_batch(

@@ -56,6 +56,15 @@ class TrendTracker:
 
     def __init__(self, rules: tuple[RocRule, ...] = DEFAULT_RULES) -> None:
         self.rules = rules
+        # the rules as arrays, so one numpy pass checks them all
+        self._columns = np.asarray(
+            [COLUMN[r.parameter] if r.parameter else NEWS2_COLUMN for r in rules], dtype=np.intp
+        )
+        self._rise = np.asarray([r.change > 0 for r in rules], dtype=bool)
+        self._sign = np.sign([r.change for r in rules])
+        self._size = np.abs([r.change for r in rules])
+        self._window_slots = np.asarray([round(r.window / SLOT_SECONDS) for r in rules])
+        self._none_inside = np.where(self._rise, np.inf, -np.inf)[None, :, None]
         shape = (0, NEWS2_COLUMN + 1, SLOTS)
         self.low = np.full(shape, np.nan)
         self.high = np.full(shape, np.nan)
@@ -86,19 +95,20 @@ class TrendTracker:
         slot = np.floor(times / SLOT_SECONDS).astype(np.int64)
         self._record(rows, slot, series)
         flags: list[list[str]] = [[] for _ in range(rows.size)]
-        for rule in self.rules:
-            column = COLUMN[rule.parameter] if rule.parameter else NEWS2_COLUMN
-            rise = rule.change > 0
-            past = (self.low if rise else self.high)[rows, column, :]
-            oldest = slot - round(rule.window / SLOT_SECONDS)
-            slots = self.slots[rows, column, :]
-            inside = (slots >= 0) & (slots >= oldest[:, None]) & np.isfinite(past)
-            reference = np.where(inside, past, np.inf if rise else -np.inf)
-            extreme = reference.min(axis=1) if rise else reference.max(axis=1)
-            delta = series[:, column] - extreme
-            hit = np.isfinite(delta) & (delta * np.sign(rule.change) >= abs(rule.change))
-            for item in np.nonzero(hit)[0]:
-                flags[item].append(rule.describe(float(delta[item])))
+        if not self.rules:
+            return flags
+        index = (rows[:, None], self._columns[None, :])  # (items, rules) -> ring of slots
+        rise = self._rise[None, :, None]
+        past = np.where(rise, self.low[index], self.high[index])
+        slots = self.slots[index]
+        oldest = (slot[:, None] - self._window_slots[None, :])[:, :, None]
+        inside = (slots >= 0) & (slots >= oldest) & np.isfinite(past)
+        reference = np.where(inside, past, self._none_inside)
+        extreme = np.where(self._rise[None, :], reference.min(axis=2), reference.max(axis=2))
+        delta = series[:, self._columns] - extreme
+        hit = np.isfinite(delta) & (delta * self._sign >= self._size)
+        for item, rule in zip(*np.nonzero(hit)):  # item by item, rules in their order
+            flags[item].append(self.rules[rule].describe(float(delta[item, rule])))
         return flags
 
     def _record(
