@@ -20,6 +20,7 @@ from medverse.io.dicom.geometry import (
     sort_frames,
 )
 from medverse.io.dicom.header import DicomHeader, read_header
+from medverse.io.dicom.index import DEFAULT_INDEX_DIR, indexed_map
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,16 @@ def scan_folder(path: str | Path) -> list[SeriesInfo]:
     return list(describe_folder(path).series)
 
 
-def describe_folder(path: str | Path) -> FolderScan:
+def describe_folder(path: str | Path, *, index_dir: Path | None = DEFAULT_INDEX_DIR) -> FolderScan:
     """Scan ``path`` and return its series with the files that were skipped or damaged.
+
+    Headers come from the folder's index where a file is unchanged since the last scan
+    (see :mod:`medverse.io.dicom.index`); the others are read (only the header bytes needed),
+    in parallel processes when there are many.
 
     Args:
         path: A folder (searched recursively) or a single file.
+        index_dir: Where the folder index is kept (never inside ``path``); None: no index.
 
     Raises:
         InputError: If the path does not exist.
@@ -130,8 +136,8 @@ def describe_folder(path: str | Path) -> FolderScan:
     groups: dict[str, list[DicomHeader]] = {}
     skipped: list[SkippedFile] = []
     damaged: list[SkippedFile] = []
-    for file in _walk(path, skipped):
-        outcome = _header_or_skip(file)
+    files = list(_walk(path, skipped))
+    for outcome in indexed_map(path, files, _header_or_skip, index_dir=index_dir):
         if isinstance(outcome, DicomHeader):
             groups.setdefault(outcome.series_uid, []).append(outcome)
         else:
