@@ -67,7 +67,31 @@ def register(subparsers: Any) -> None:
         help="mirroring test-time augmentation: averages 8 flips, 8x the compute",
     )
     add_speed_options(parser)
+    add_spatial_options(parser)
     parser.set_defaults(func=run)
+
+
+def add_spatial_options(parser: argparse.ArgumentParser) -> None:
+    """``--spatial-parallel N``: the whole volume at once, split across N local processes."""
+    spatial = parser.add_argument_group("whole-volume inference")
+    spatial.add_argument(
+        "--spatial-parallel",
+        type=int,
+        metavar="N",
+        help="one window covering the whole image (on the model grid, padded to the network's "
+        "stride) instead of sliding windows, split along its longest axis over N local "
+        "processes that exchange halos at every layer (gloo on the CPU; NCCL with N GPUs); "
+        "each process holds about 1/N of the activations. 1 = whole volume in this "
+        "process. Same outputs as without it; --overlap and --batch-size do not apply",
+    )
+    spatial.add_argument(
+        "--spatial-timeout",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="with --spatial-parallel: give up after S seconds (default 3600); a process that "
+        "dies stops the run within seconds",
+    )
 
 
 def add_speed_options(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +176,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.many:
         return run_many(args)
-    result = segment(args.input, series_uid=args.series, **_shared_options(args))
+    result = segment(
+        args.input,
+        series_uid=args.series,
+        spatial_parallel=args.spatial_parallel,
+        spatial_timeout_s=args.spatial_timeout,
+        **_shared_options(args),
+    )
     for structure in result.report.structures:
         print(f"{structure.name}: {structure.volume_ml:.2f} mL ({structure.voxel_count} voxels)")
     if not result.report.structures:
@@ -166,8 +196,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_many(args: argparse.Namespace) -> int:
     """``--many``: segment every study of a folder; exit code 1 if any study failed."""
+    from medverse.core.errors import ConfigError
     from medverse.inference.api import segment_folder
 
+    if args.spatial_parallel is not None:
+        raise ConfigError("--spatial-parallel segments one image; it does not combine with --many")
     outcomes = segment_folder(
         args.input, labels_only=args.labels_only, on_done=_print_outcome, **_shared_options(args)
     )

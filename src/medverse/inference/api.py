@@ -19,6 +19,11 @@ from medverse.inference.loading import load_model
 from medverse.inference.outputs import OutputPaths, write_outputs
 from medverse.inference.predictor import Predictor
 from medverse.inference.report import Report, measure
+from medverse.inference.spatial import (
+    DEFAULT_TIMEOUT_S,
+    WholeVolumePredictor,
+    whole_volume_predictor,
+)
 from medverse.io.dicom import read_image
 from medverse.io.seg import check_seg_source
 from medverse.models.checkpoint import LoadedModel
@@ -85,6 +90,8 @@ def segment(
     progress: bool = True,
     seg_type: str | None = None,
     on_step: Callable[[str], None] | None = None,
+    spatial_parallel: int | None = None,
+    spatial_timeout_s: float = DEFAULT_TIMEOUT_S,
     **options: Unpack[PredictOptions],
 ) -> SegmentResult:
     """Segment a DICOM series or NIfTI image with a model and write the output bundle.
@@ -103,6 +110,10 @@ def segment(
         seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY`` (older viewers).
         on_step: Called with each step's name (``model``, ``read``, ``predict``, ``write``)
             as it finishes; it may raise to stop the run (the service's jobs do).
+        spatial_parallel: Whole-volume inference (one window, the whole image) on this many
+            local processes, the volume split between them (1: in this process); None:
+            sliding windows. See `medverse.inference.spatial`.
+        spatial_timeout_s: Deadline of the spatially parallel prediction.
         **options: How the network runs (`PredictOptions`).
 
     Returns:
@@ -119,7 +130,13 @@ def segment(
             image = read_image(input_path, series_uid)
         check_modality(image, model.plan, input_path)
         seg_source = check_seg_source(image) if is_dicom(image) else None  # refuse before predict
-        predictor = Predictor(model, **options)
+        predictor: Predictor | WholeVolumePredictor = (
+            Predictor(model, **options)
+            if spatial_parallel is None
+            else whole_volume_predictor(
+                model, image, input_path, spatial_parallel, options, spatial_timeout_s
+            )
+        )
         with step("predict", f"segmenting on {predictor.device}"):
             labels = predictor.predict(image)
         report = measure(labels, source=image).model_copy(
@@ -220,7 +237,9 @@ def export_labels(
     return SegmentResult(labels, report, outputs, seconds)
 
 
-def _model_info(model: LoadedModel, model_path: str | Path, predictor: Predictor) -> dict[str, str]:
+def _model_info(
+    model: LoadedModel, model_path: str | Path, predictor: Predictor | WholeVolumePredictor
+) -> dict[str, str]:
     return {
         "checkpoint": Path(model_path).name,
         "preset": str(model.plan.preset),

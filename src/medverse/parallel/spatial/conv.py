@@ -26,7 +26,12 @@ from medverse.parallel.spatial.layout import (
 _AXIS_NAMES = {2: "D", 3: "H", 4: "W"}
 
 
-def _geometry(conv: nn.Conv3d | nn.ConvTranspose3d, name: str) -> list[ConvGeometry]:
+def conv_geometry(conv: nn.Conv3d | nn.ConvTranspose3d, name: str) -> list[ConvGeometry]:
+    """Per-axis geometry of ``conv`` (named ``name`` in errors).
+
+    Raises:
+        UnsupportedLayerError: For string or non-zero padding modes.
+    """
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
         raise UnsupportedLayerError(
             f"layer {name!r}: padding {conv.padding!r} / mode {conv.padding_mode!r} is not "
@@ -115,7 +120,7 @@ class _SplitConv(nn.Module):
         super().__init__()
         self.weight = conv.weight
         self.bias = conv.bias
-        self.geometry = _geometry(conv, name)
+        self.geometry = conv_geometry(conv, name)
         self.groups = conv.groups
         self.grid = grid
         self.name = name

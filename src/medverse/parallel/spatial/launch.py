@@ -22,14 +22,16 @@ _GRACE_S = 10.0
 
 
 def _child(
-    rank: int, world: int, port: int, timeout_s: float, threads: int,
+    rank: int, world: int, port: int, timeout_s: float, threads: int, backend: str,
     fn: Callable[..., Any], args: tuple[Any, ...], results: Any,
 ) -> None:  # fmt: skip
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(threads)
     try:
+        if backend == "nccl":  # one GPU per rank
+            torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(
-            "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s)
+            backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s)
         )
         # Plain pickle, by value: torch's multiprocessing pickler would share tensors through
         # this process, which may have exited before the parent reads them.
@@ -49,8 +51,9 @@ def run_ranks(
     *,
     timeout_s: float = 120.0,
     threads: int = 1,
+    backend: str = "gloo",
 ) -> list[Any]:
-    """Run ``fn(*args)`` on ``nprocs`` fresh processes joined in one gloo group on 127.0.0.1.
+    """Run ``fn(*args)`` on ``nprocs`` fresh processes joined in one group on 127.0.0.1.
 
     Args:
         fn: A module-level (importable) function; its return value must be picklable.
@@ -58,6 +61,8 @@ def run_ranks(
         args: Arguments passed to ``fn`` on every rank.
         timeout_s: Deadline for the whole run, and the gloo timeout of every collective.
         threads: torch threads per rank.
+        backend: ``gloo`` (CPU tensors) or ``nccl`` (rank r computes on GPU r; ``fn`` moves
+            its tensors there).
 
     Returns:
         ``fn``'s return value on each rank, by rank.
@@ -75,7 +80,7 @@ def run_ranks(
     procs = [
         ctx.Process(
             target=_child,
-            args=(r, nprocs, port, timeout_s, threads, fn, args, results),
+            args=(r, nprocs, port, timeout_s, threads, backend, fn, args, results),
             daemon=True,
         )
         for r in range(nprocs)
