@@ -33,7 +33,9 @@ def test_fast_header_summarises_like_the_full_parse(folder: Path) -> None:
     files = _dicom_files(folder)
     assert files
     for path in files:
-        assert read_header(path) == header_of(read_dataset(path, pixels=False), path)
+        fast, full = read_header(path), header_of(read_dataset(path, pixels=False), path)
+        assert fast == full
+        assert [f.dimensions for f in fast.frames] == [f.dimensions for f in full.frames]
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
@@ -53,8 +55,9 @@ def test_native_pixels_equal_pydicom(folder: Path) -> None:
         assert ours.dtype == reference.dtype and np.array_equal(ours, reference)
 
 
-def test_classic_files_take_the_fast_path() -> None:
-    path = _dicom_files(VENDOR_SAMPLES / "philips_fmri_4d")[0]
+@pytest.mark.parametrize("sample", ["philips_fmri_4d", "siemens_xa_enhanced_3d"])
+def test_classic_and_enhanced_files_take_the_fast_path(sample: str) -> None:
+    path = _dicom_files(VENDOR_SAMPLES / sample)[0]
     fast = read_fast_header(path, path.read_bytes())
     assert fast is not None and fast.pixel_offset > 0
 

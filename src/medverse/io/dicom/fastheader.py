@@ -19,12 +19,21 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from medverse.core.errors import DicomError
 from medverse.io.dicom.dimensions import DIMENSION_ATTRIBUTES
+
+
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"unknown DICOM keyword {keyword}")
+    return tag
+
 
 _KEYWORDS = [
     "SpecificCharacterSet",
@@ -63,18 +72,34 @@ _KEYWORDS = [
     "RescaleSlope",
     "GridFrameOffsetVector",
 ]
-WANTED = frozenset(tag_for_keyword(k) for k in (*_KEYWORDS, *DIMENSION_ATTRIBUTES)) - {None}
+WANTED = frozenset(_tag(k) for k in (*_KEYWORDS, *DIMENSION_ATTRIBUTES))
 """Top-level tags kept (plus the Siemens private groups 0019 and 0029, for mosaics)."""
 _PRIVATE_GROUPS = (0x0019, 0x0029)
-_FALLBACK = frozenset(
-    tag_for_keyword(k)
+_FALLBACK = frozenset({_tag("DirectoryRecordSequence")})
+_FUNCTIONAL_GROUPS = frozenset(
+    _tag(k)
     for k in (
-        "ReferencedSeriesSequence",
-        "PerFrameFunctionalGroupsSequence",
-        "SharedFunctionalGroupsSequence",
-        "DirectoryRecordSequence",
+        "PlanePositionSequence",
+        "PlaneOrientationSequence",
+        "PixelMeasuresSequence",
+        "PixelValueTransformationSequence",
+        "FrameContentSequence",
+        "MREchoSequence",
+        "MRDiffusionSequence",
+        "CardiacSynchronizationSequence",
+        "UnassignedPerFrameConvertedAttributesSequence",
+        "UnassignedSharedConvertedAttributesSequence",
     )
 )
+# Sequences kept, each with the tags kept inside its items (None: all of them). The
+# functional groups keep the geometry and dimension macros and skip the rest (derivation
+# references, private groups), which is most of an enhanced file's header.
+_SEQUENCES: dict[int, frozenset[int] | None] = {
+    _tag("ReferencedSeriesSequence"): None,
+    _tag("PerFrameFunctionalGroupsSequence"): _FUNCTIONAL_GROUPS,
+    _tag("SharedFunctionalGroupsSequence"): _FUNCTIONAL_GROUPS,
+}
+_KNOWN_SEQUENCES = frozenset(_SEQUENCES) | _FUNCTIONAL_GROUPS
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"})
 _LONG_VRS |= frozenset({b"UR", b"UT", b"UV"})
@@ -103,12 +128,15 @@ class _NeedsPydicomError(Exception):
     """The file needs the full pydicom reader."""
 
 
-def read_fast_header(path: Path, data: bytes | mmap.mmap) -> FastHeader | None:
+def read_fast_header(
+    path: Path, data: bytes | mmap.mmap, *, pixels_only: bool = False
+) -> FastHeader | None:
     """Parse the needed top-level elements of a DICOM file's bytes.
 
     Args:
         path: The file, named in errors.
         data: Its bytes (preamble and ``DICM`` already checked by the caller).
+        pixels_only: Skip the sequences (only the pixel description and offset are wanted).
 
     Returns:
         The header, or None when the file needs pydicom (unusual encoding, a needed sequence).
@@ -125,7 +153,9 @@ def read_fast_header(path: Path, data: bytes | mmap.mmap) -> FastHeader | None:
             explicit = True
         else:
             return None
-        elements, pixel_offset = _walk(data, pos, explicit=explicit, path=path)
+        elements, pixel_offset = _walk(
+            data, pos, explicit=explicit, path=path, pixels_only=pixels_only
+        )
     except _NeedsPydicomError:
         return None
     file_meta = FileMetaDataset()
@@ -146,7 +176,7 @@ def native_pixels(path: Path, data: bytes | mmap.mmap) -> np.ndarray | None:
     Raises:
         DicomError: If an element runs past the end of the file (truncated).
     """
-    header = read_fast_header(path, data)
+    header = read_fast_header(path, data, pixels_only=True)
     if header is None or header.pixel_offset < 0:
         return None
     ds = header.dataset
@@ -186,10 +216,16 @@ def _is_plain_greyscale(ds: Dataset) -> bool:
 
 
 def _walk(
-    data: bytes | mmap.mmap, pos: int, *, explicit: bool, path: Path, meta_only: bool = False
-) -> tuple[dict[int, RawDataElement], int]:
+    data: bytes | mmap.mmap,
+    pos: int,
+    *,
+    explicit: bool,
+    path: Path,
+    meta_only: bool = False,
+    pixels_only: bool = False,
+) -> tuple[dict[int, RawDataElement | DataElement], int]:
     """Top-level elements from ``pos``: (kept elements, pixel data offset or the end)."""
-    kept: dict[int, RawDataElement] = {}
+    kept: dict[int, RawDataElement | DataElement] = {}
     end = len(data)
     while pos + 8 <= end:
         group, element = struct.unpack_from("<HH", data, pos)
@@ -202,19 +238,93 @@ def _walk(
         vr, length, pos = _element_header(data, pos, explicit or group == 0x0002)
         if tag in _FALLBACK:
             raise _NeedsPydicomError
+        if tag in _SEQUENCES and not meta_only and not pixels_only:
+            keep = _SEQUENCES[tag]
+            items, pos = _sequence(data, pos, length, explicit and vr != "UN", path, tag, keep)
+            kept[tag] = DataElement(BaseTag(tag), "SQ", items)
+            continue
         if length == _UNDEFINED:  # UN of undefined length: a sequence in implicit VR
             pos = _skip_undefined(data, pos, explicit and vr != "UN", path, tag)
             continue
         if pos + length > end:
             raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
         if meta_only or tag in WANTED or (group in _PRIVATE_GROUPS and vr != "SQ"):
-            if vr == "SQ":
-                raise _NeedsPydicomError
             value = bytes(data[pos : pos + length])
             implicit = not (explicit or group == 0x0002)
             kept[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
         pos += length
     return kept, (-1 if not meta_only else pos)
+
+
+def _sequence(
+    data: bytes | mmap.mmap,
+    pos: int,
+    length: int,
+    explicit: bool,
+    path: Path,
+    tag: int,
+    keep: frozenset[int] | None,
+) -> tuple[Sequence, int]:
+    """Parse a sequence's items, keeping the tags in ``keep`` (None: all); (items, end)."""
+    end = len(data) if length == _UNDEFINED else pos + length
+    if end > len(data):
+        raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
+    items: list[Dataset] = []
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        item_length = struct.unpack_from("<I", data, pos + 4)[0]
+        if (group << 16 | element) == _SEQUENCE_END:
+            return Sequence(items), pos + 8
+        if (group << 16 | element) != _ITEM:
+            raise _NeedsPydicomError
+        item_end = None if item_length == _UNDEFINED else pos + 8 + item_length
+        item, pos = _item(data, pos + 8, item_end, explicit, path, tag, keep)
+        items.append(item)
+    if length == _UNDEFINED:
+        raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
+    return Sequence(items), pos
+
+
+def _item(
+    data: bytes | mmap.mmap,
+    pos: int,
+    item_end: int | None,
+    explicit: bool,
+    path: Path,
+    tag: int,
+    keep: frozenset[int] | None,
+) -> tuple[Dataset, int]:
+    """One sequence item's kept elements (nested sequences kept whole); (item, end)."""
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
+    limit = len(data) if item_end is None else min(item_end, len(data))
+    while pos + 8 <= limit:
+        group, element = struct.unpack_from("<HH", data, pos)
+        inner = group << 16 | element
+        if inner == _ITEM_END:
+            return Dataset(elements), pos + 8
+        start = pos
+        vr, length, pos = _element_header(data, pos, explicit)
+        wanted = keep is None or inner in keep
+        is_sequence = (
+            vr == "SQ" or length == _UNDEFINED or (vr is None and inner in _KNOWN_SEQUENCES)
+        )
+        if wanted and is_sequence:
+            items, pos = _sequence(data, pos, length, explicit and vr != "UN", path, inner, None)
+            elements[BaseTag(inner)] = DataElement(BaseTag(inner), "SQ", items)
+            continue
+        if length == _UNDEFINED:
+            pos = _skip_undefined(data, pos, explicit and vr != "UN", path, inner)
+            continue
+        if pos + length > len(data):
+            raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
+        if wanted:
+            value = bytes(data[pos : pos + length])
+            raw = RawDataElement(BaseTag(inner), vr, length, value, start, not explicit, True)
+            elements[BaseTag(inner)] = raw
+        pos += length
+    if item_end is None:
+        raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
+    return Dataset(elements), pos
 
 
 def _element_header(
@@ -255,7 +365,7 @@ def _skip_undefined(data: bytes | mmap.mmap, pos: int, explicit: bool, path: Pat
     raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)
 
 
-def _text(raw: RawDataElement | None) -> str:
-    if raw is None or not raw.value:
+def _text(raw: RawDataElement | DataElement | None) -> str:
+    if not isinstance(raw, RawDataElement) or not raw.value:
         return ""
     return raw.value.decode("ascii", errors="replace").strip(" \x00")
