@@ -48,16 +48,19 @@ def full_read(text: str) -> object:
     control=st.sampled_from(["C1", "", "X^Y", "A&B"]),
     patient=st.sampled_from(["PID|1||PAT9^^^H^MR", "PID|1", "", "PID"]),
     msh_time=st.sampled_from(["20261203120000", "", "bad"]),
+    extra=st.sampled_from(["", "NTE|1||note", "PV1|1|I|X^^Y", "OBX", "OBXZ|1", "PID|2||P2"]),
+    extra_at=st.integers(min_value=1, max_value=9),
 )
 def test_the_fast_reader_returns_what_the_full_reader_returns_or_defers(
     obx: list[tuple[str, str, str, str, str, int]], location: str, kind: str, control: str,
-    patient: str, msh_time: str,
+    patient: str, msh_time: str, extra: str, extra_at: int,
 ) -> None:  # fmt: skip
     lines = [f"MSH|^~\\&|MON|ICU|MV|HOSP|{msh_time}||{kind}|{control}|P|2.6", patient,
              f"PV1|1|I|{location}"]  # fmt: skip
     for i, (code, value, unit, status, when, keep) in enumerate(obx):
         fields = f"OBX|{i}|NM|{code}||{value}|{unit}|||||{status}|||{when}".split("|")
         lines.append("|".join(fields[:keep]))
+    lines.insert(extra_at, extra)  # another segment between, or after, the OBX segments
     text = "\r".join(line for line in lines if line) + "\r"
     fast = read_plain(text)
     full = full_read(text)
@@ -96,3 +99,44 @@ def test_acks_from_msh_fields_match_the_message_acks() -> None:
         ]
         assert ours.split("\r")[1:] == full.split("\r")[1:]
     assert ack_for_msh(msh, AckCode.ERROR, "a|b").split("\r")[1] == "MSA|AE|ACK1|a\\F\\b"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    obx=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    ("9279-1^RR^LN", "/min"),
+                    ("59408-5^SpO2^LN", "%"),
+                    ("8310-5^T^LN", "[degF]"),
+                    ("150456^SpO2^MDC", "%^percent^UCUM"),
+                    ("3150-0^FiO2^LN", "%{FiO2}"),
+                    ("80288-4^ACVPU^LN", ""),
+                    ("9999-9^Other^LN", "kPa"),
+                ]
+            ),
+            st.floats(min_value=0, max_value=300, allow_nan=False).map(lambda v: f"{v:.6g}"),
+            st.sampled_from(["F", "", "X", "C"]),
+            st.sampled_from(["", "20261203120000", "202612031201-0500", "20261203120000.25"]),
+        ),
+        max_size=7,
+    ),
+    extra=st.sampled_from(["", "NTE|1||note", "PV1|1|I|X^^Y", "OBR|2"]),
+    extra_at=st.integers(min_value=1, max_value=9),
+)
+def test_good_messages_in_any_layout_read_the_same_both_ways(
+    obx: list[tuple[tuple[str, str], str, str, str]], extra: str, extra_at: int
+) -> None:
+    lines = ["MSH|^~\\&|MON|ICU|MV|HOSP|20261203120000||ORU^R01|C9|P|2.6", "PID|1||P9",
+             "PV1|1|I|W1^^B1", "OBR|1"]  # fmt: skip
+    for i, ((code, unit), value, status, when) in enumerate(obx, 1):
+        value = "V" if code.startswith("80288") else value
+        lines.append(f"OBX|{i}|NM|{code}||{value}|{unit}|||||{status}|||{when}")
+    lines.insert(extra_at, extra)
+    text = "\r".join(line for line in lines if line)
+    fast, full = read_plain(text), full_read(text)
+    assert fast is not None and isinstance(full, VitalSet)
+    if abs(full.observed_at - time.time()) < 60:
+        full = replace(full, observed_at=fast[0].observed_at)
+    assert fast[0] == full

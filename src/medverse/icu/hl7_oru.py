@@ -234,13 +234,32 @@ def ack_for_msh(msh: Segment, code: AckCode, reason: str = "") -> str:
     """`ack_for` from the answered message's MSH fields (MSH-n at index n)."""
     if len(msh) < 13:
         msh = msh + [""] * (13 - len(msh))
-    first = [field.partition("^")[0] for field in msh[3:13]]  # MSH-3 .. MSH-12
-    header = "|".join(
-        ["MSH", "^~\\&", first[2], first[3], first[0], first[1], _stamp(), "",
-         f"ACK^{_part(msh, 9, 2)}^ACK", f"{time.time_ns():x}", first[8], first[9]]
-    )  # fmt: skip
-    text = f"{header}\rMSA|{code.value}|{_escape(first[7])}"
+    key = (msh[3], msh[4], msh[5], msh[6], msh[9], msh[11], msh[12])
+    parts = _ack_parts.get(key)
+    if parts is None:
+        parts = _ack_layout(msh)
+        if len(_ack_parts) >= 1024:  # one entry per sender set-up; bounded all the same
+            _ack_parts.clear()
+        _ack_parts[key] = parts
+    before_stamp, before_id, before_code = parts
+    text = (
+        f"{before_stamp}{_stamp()}{before_id}{time.time_ns():x}{before_code}{code.value}|"
+        f"{_escape(msh[10].partition('^')[0])}"
+    )
     return text + (f"|{_escape(reason)}" if reason else "") + "\r"
+
+
+_ack_parts: dict[tuple[str, ...], tuple[str, str, str]] = {}
+
+
+def _ack_layout(msh: Segment) -> tuple[str, str, str]:
+    """The ACK text around its time, its control ID and its code, for one sender's MSH."""
+    first = [field.partition("^")[0] for field in msh[3:13]]  # MSH-3 .. MSH-12
+    return (
+        f"MSH|^~\\&|{first[2]}|{first[3]}|{first[0]}|{first[1]}|",
+        f"||ACK^{_part(msh, 9, 2)}^ACK|",
+        f"|{first[8]}|{first[9]}\rMSA|",
+    )
 
 
 _last_stamp: list[Any] = [-1, ""]  # (epoch second, its HL7 DTM): one strftime per second

@@ -90,19 +90,22 @@ def _usable(status: str) -> bool:
 
 
 def _observations(obxs: list[list[str]]) -> tuple[dict[Parameter, float], str] | None:
-    """Values by parameter and the first OBX-14; raises ValueError/InputError on a bad value."""
+    """Values by parameter and the first OBX-14; raises ValueError/InputError on a bad value.
+
+    Each OBX comes without its name: OBX-n is at index n - 1.
+    """
     values: dict[Parameter, float] = {}
     first_time = ""
     for obx in obxs:
-        if len(obx) < 15:
-            obx = obx + [""] * (15 - len(obx))  # absent fields read as empty, as in hl7_oru
-        reading = _readings.get((obx[3], obx[6])) or _reading(obx[3], obx[6])
+        if len(obx) < 14:
+            obx = obx + [""] * (14 - len(obx))  # absent fields read as empty, as in hl7_oru
+        reading = _readings.get((obx[2], obx[5])) or _reading(obx[2], obx[5])
         if reading is None:
             return None
         parameter, convert = reading
-        if parameter is None or not (obx[11] in _USABLE_STATUS or _usable(obx[11])):
+        if parameter is None or not (obx[10] in _USABLE_STATUS or _usable(obx[10])):
             continue
-        raw = obx[5]
+        raw = obx[4]
         if convert is None:
             values[parameter] = _letter(raw)
         else:
@@ -111,12 +114,28 @@ def _observations(obxs: list[list[str]]) -> tuple[dict[Parameter, float], str] |
                 raise ValueError(raw)
             values[parameter] = convert(number)
         if not first_time:
-            first_time = _first(obx[14])
+            first_time = _first(obx[13])
     return values, first_time
 
 
-def _segments(text: str) -> tuple[Segment, Segment | None, Segment | None, list[Segment]]:
-    """MSH (fields at their HL7 numbers), the first PID and PV1, and every OBX."""
+Segments = tuple[Segment, Segment | None, Segment | None, list[Segment]]
+
+
+def _segments(text: str) -> Segments:
+    """MSH (fields at their HL7 numbers), the first PID and PV1, and every OBX (no name).
+
+    The usual layout, every OBX after the other segments, is cut where each OBX begins (one
+    split); any other layout goes line by line.
+    """
+    head, *bodies = text.split("\rOBX|")
+    for body in bodies:
+        if "\r" in body:
+            return _segments_by_line(text)
+    msh, pid, pv1, _ = _segments_by_line(head)
+    return msh, pid, pv1, [body.split("|") for body in bodies]
+
+
+def _segments_by_line(text: str) -> Segments:
     lines = text.split("\r")
     msh = lines[0].split("|")
     msh.insert(1, "|")
@@ -128,7 +147,7 @@ def _segments(text: str) -> tuple[Segment, Segment | None, Segment | None, list[
         if line[3:4] not in ("|", ""):
             continue  # a longer segment name ("OBXZ"), not one of these
         if name == "OBX":
-            obxs.append(line.split("|"))
+            obxs.append(line.split("|")[1:])
         elif name == "PV1" and pv1 is None:
             pv1 = line.split("|")
         elif name == "PID" and pid is None:

@@ -128,13 +128,11 @@ class ScoredVitals:
     def record(self) -> tuple[Any, ...]:
         """The row's values in `vitals_table` column order (without ``id``)."""
         v = self.vitals
-        values = v.values
+        suppressed = "; ".join(f"{p.value}: {r}" for p, r in self.suppressed) or None
         return (
             v.message_key, v.ward, v.bed, v.patient_id, v.source.value, v.observed_at,
-            self.received_at, *[values.get(p) for p in PARAMETERS], self.total, self.minimum,
-            self.completeness, self.risk, self.learned,
-            "; ".join(f"{p.value}: {r}" for p, r in self.suppressed) or None,
-            "; ".join(self.flags) or None,
+            self.received_at, *map(v.values.get, PARAMETERS), self.total, self.minimum,
+            self.completeness, self.risk, self.learned, suppressed, "; ".join(self.flags) or None,
         )  # fmt: skip
 
 
