@@ -44,8 +44,6 @@ from medverse.decision.evaluation import (
     leave_one_site_out,
     paired_auroc_difference,
 )
-from medverse.decision.moe import MoEConfig
-from medverse.decision.training import FitConfig
 from medverse.decision.tuning import (
     TUNING_ENSEMBLE,
     Trial,
@@ -88,20 +86,6 @@ def tuned(table: Table, ensemble: int, log: Callable[[str], None]) -> dict[str, 
     shift = prior_shift_validation(table.select(TRAIN), settings)
     log(f"  mean held-out ECE {shift['mean_ece']}: prior-shift method {shift['chosen']!r}")
     return {"trials": trials, "settings": settings, "prior_shift_validation": shift}
-
-
-def settings_from(data: dict[str, Any]) -> ModelSettings:
-    """Rebuild ModelSettings from a results JSON's ``chosen_settings`` entry."""
-    params = tuple((k, float(v)) for k, v in data["params"].items())
-    return ModelSettings(FitConfig(**data["fit"]), MoEConfig(**data["moe"]), params)
-
-
-def settings_json(settings: ModelSettings) -> dict[str, Any]:
-    return {
-        "fit": vars(settings.fit),
-        "moe": vars(settings.moe),
-        "params": dict(settings.params),
-    }
 
 
 def print_split(split: SplitResult, method: str) -> None:
@@ -161,7 +145,9 @@ def choose(args: argparse.Namespace, table: Table, log: Callable[[str], None]) -
     if args.tuning_from is None:
         return tuned(table, args.ensemble, log)
     earlier = json.loads(args.tuning_from.read_text())
-    settings = {ModelKind(k): settings_from(v) for k, v in earlier["chosen_settings"].items()}
+    settings = {
+        ModelKind(k): ModelSettings.from_dict(v) for k, v in earlier["chosen_settings"].items()
+    }
     shift = earlier["prior_shift_validation"]
     return {"trials": None, "settings": settings, "from": earlier.get("tuning"),
             "prior_shift_validation": shift}  # fmt: skip
@@ -198,7 +184,7 @@ def write_tuning(args: argparse.Namespace, info: dict[str, Any], choice: dict[st
         "benchmark": "bench_decision --tune-only",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
-        "chosen_settings": {str(k): settings_json(v) for k, v in choice["settings"].items()},
+        "chosen_settings": {str(k): v.to_dict() for k, v in choice["settings"].items()},
         "tuning": tuning_json(choice),
         "prior_shift_validation": choice["prior_shift_validation"],
     }
@@ -239,7 +225,7 @@ def report(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
         "config": {"bootstrap": args.bootstrap, "folds": 5, "ensemble": args.ensemble},
-        "chosen_settings": {str(k): settings_json(v) for k, v in choice["settings"].items()},
+        "chosen_settings": {str(k): v.to_dict() for k, v in choice["settings"].items()},
         "tuning": tuning_json(choice),
         "prior_shift_validation": choice["prior_shift_validation"],
         "cross_site": main_split.to_dict(),

@@ -70,3 +70,14 @@ def test_split_scores_carry_both_prior_shift_corrections(heart: Table) -> None:
     for shifted in scores.shifted.values():
         assert 0.0 <= shifted.prevalence <= 1.0 and shifted.probs.shape == split.labels.shape
     assert json.loads(json.dumps(split.to_dict()))["models"]["logistic_regression"]["prior_shift"]
+
+
+def test_settings_survive_json_with_integer_parameters(heart: Table) -> None:
+    settings = ModelSettings(
+        FitConfig(feature_dropout=0.2), params=(("learning_rate", 0.1), ("max_leaf_nodes", 7))
+    )
+    back = ModelSettings.from_dict(json.loads(json.dumps(settings.to_dict())))
+    assert back == settings and isinstance(dict(back.params)["max_leaf_nodes"], int)
+    fit_scorer(ModelKind.BOOSTING, heart.select(["cleveland"]), back)  # sklearn accepts them
+    with pytest.raises(ConfigError, match="invalid model settings"):
+        ModelSettings.from_dict({"fit": {"epoch": 3}, "moe": {}})

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
+from medverse.core.errors import ConfigError
 from medverse.decision.calibration import PlattScaling
 from medverse.decision.data import Table
 from medverse.decision.encoding import Encoder
@@ -53,6 +54,23 @@ class ModelSettings:
     fit: FitConfig = field(default_factory=FitConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
     params: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (``from_dict`` reads it back)."""
+        return {"fit": vars(self.fit), "moe": vars(self.moe), "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSettings:
+        """Rebuild from ``to_dict``'s output; integer parameters stay integers.
+
+        Raises:
+            ConfigError: If a field is unknown or a value is invalid.
+        """
+        try:
+            fit, moe = FitConfig(**data["fit"]), MoEConfig(**data["moe"])
+        except (KeyError, TypeError) as error:
+            raise ConfigError(f"invalid model settings: {error}") from error
+        return cls(fit, moe, tuple(data.get("params", {}).items()))
 
 
 class Scorer(Protocol):
