@@ -6,7 +6,7 @@ the same connection, in order: AA once its observation is stored (a resend of a 
 message is answered AA and not stored again), AE/AR with the reason when it cannot be used.
 A connection idle longer than the read timeout is closed.
 
-Group commit: the good messages read in one turn of the event loop, from every connection, go
+Group commit: the good messages read within the ingestor's window, from every connection, go
 to the `Ingestor` as one group, and their ACKs are written once the transaction holding them
 has committed (one write per connection per group). Plain messages are read by
 `hl7_plain.read_plain`, everything else by the python-hl7 based `hl7_oru` reader.
@@ -215,6 +215,7 @@ class MllpListener:
         self.connections: set[_Connection] = set()
         self._waiting: list[Waiting] = []
         self._vitals: list[VitalSet] = []
+        self._since = 0.0  # loop time the group being collected began
 
     async def start(self, host: str = "127.0.0.1", port: int = 2575) -> int:
         """Start listening; returns the bound port (pass 0 for a free one)."""
@@ -238,15 +239,18 @@ class MllpListener:
             slot[0] = frame(read)
             connection.flush()
             return
-        if not self._vitals:
-            asyncio.get_running_loop().call_soon(self._submit)
+        if not self._vitals:  # the first of a group: hand the group over after the window
+            loop = asyncio.get_running_loop()
+            self._since = loop.time()
+            loop.call_later(self.ingestor.window, self._submit)
         self._vitals.append(read[0])
         self._waiting.append((connection, slot, read[1]))
 
     def _submit(self) -> None:
         waiting, vitals = self._waiting, self._vitals
         self._waiting, self._vitals = [], []
-        self.ingestor.submit_group(vitals).add_done_callback(partial(_answer, waiting))
+        stored = self.ingestor.submit_group(vitals, queued_at=self._since)
+        stored.add_done_callback(partial(_answer, waiting))
 
 
 def _answer(waiting: list[Waiting], stored: asyncio.Future[list[Outcome]]) -> None:

@@ -99,15 +99,22 @@ class Ingestor:
         """
         return (await self.submit_group([vitals]))[0]
 
-    def submit_group(self, items: list[VitalSet]) -> asyncio.Future[list[Outcome]]:
+    def submit_group(
+        self, items: list[VitalSet], queued_at: float | None = None
+    ) -> asyncio.Future[list[Outcome]]:
         """Queue vital sets; the future gives their outcomes, in order, once stored.
 
         Call it on the loop's thread. The future's exception is a `StorageError` if their
         batch could not be stored.
+
+        Args:
+            items: The vital sets.
+            queued_at: Loop time the oldest of them arrived (default now); the window counts
+                from it, so a caller that collected them for a while does not wait twice.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Outcome]] = loop.create_future()
-        self._queue.put_nowait((items, future, loop.time()))
+        self._queue.put_nowait((items, future, loop.time() if queued_at is None else queued_at))
         return future
 
     async def acknowledge(self, alert_id: int, by: str) -> Alert:
