@@ -134,3 +134,30 @@ def test_study_list_shows_modality_date_uploader_and_each_series(
     assert len(series) == 1 and series[0].startswith("CT · "), series
     assert "20 images · 512×512" in series[0], series
     assert not errors, errors
+
+
+@pytest.mark.parametrize("role", ["admin", "clinician", "researcher"])
+def test_study_list_shows_the_patient_to_clinical_roles_only_with_date_and_description(
+    page: Page, service: Service, seeded: Seeded, payload: dict[str, str], role: str
+) -> None:
+    token = {"admin": payload["admin"], "clinician": seeded.tokens["alice"]}.get(
+        role, seeded.tokens["rita"]
+    )
+    errors: list[str] = []
+    sign_in(page, service.url, token, errors)
+    study_id = payload["deidentified" if role == "researcher" else "identified"]
+    row = page.locator(f"#study-rows tr[data-study='{study_id}']")
+    row.wait_for()
+    patients = page.locator("#study-rows .patient").all_inner_texts()
+    if role == "researcher":
+        assert patients == [], patients
+        assert "Evil" not in page.locator("#studies").inner_text()
+    else:  # the payload's PatientName "<b>Evil^<a href=//ev.il>" and its PatientID, as text
+        assert row.locator(".patient").inner_text() == f"<b>Evil, {LINK} · ID <svg onload=alert(1)>"
+        assert row.locator(".study-line").inner_text() == f"2022-12-08 · {LINK}study</a>"
+        plain = page.locator(f"#study-rows tr[data-study='{seeded.study_id}']")
+        assert plain.locator(".patient").count() == 0  # the sample CT names no patient
+        assert plain.locator(".study-line").inner_text() == "2022-12-08 · (no study description)"
+    assert row.locator("b").first.inner_text() == MODALITY  # one modality, one series
+    assert_nothing_parsed(page)
+    assert not errors, errors

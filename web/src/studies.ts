@@ -1,7 +1,8 @@
-// The study list: each study with its date, series and the states of its jobs.
+// The study list: each study with its patient (clinical roles), date, description, series and
+// the states of its jobs.
 import type { Api, Job, Study } from "./api";
 import { h } from "./dom";
-import { imageSeries, isoMinute, modalities, seriesLine } from "./studylist";
+import { imageSeries, isoMinute, modalities, patientLine, seriesLine, studyLine } from "./studylist";
 
 export async function showStudies(api: Api, open: (study: Study, jobs: Job[]) => void): Promise<void> {
   const rows = document.querySelector<HTMLTableSectionElement>("#study-rows")!;
@@ -16,7 +17,14 @@ function studyRow(study: Study, jobs: Job[], open: (study: Study, jobs: Job[]) =
   const button = h("button", { class: "open" }, "Open room");
   button.addEventListener("click", () => open(study, jobs));
   const privacy = study.identified ? h("small", { class: "identified" }, "identified") : h("small", { class: "deid" }, "de-identified");
-  const what = h("td", { class: "what" }, h("b", {}, modalities(study)), " ", privacy, h("br"), h("code", { title: study.id }, study.id.slice(0, 8)));
+  const patient = patientLine(study);
+  const what = h(
+    "td", { class: "what" },
+    h("b", {}, modalities(study)), " ", privacy,
+    patient ? h("div", { class: "patient" }, patient) : null,
+    h("div", { class: "study-line" }, studyLine(study)),
+    h("code", { title: study.id }, study.id.slice(0, 8)),
+  );
   const when = h("td", { class: "when" }, isoMinute(study.created_at), h("br"), h("small", {}, `uploaded by ${study.created_by}`));
   const series = h("td", { class: "series" }, ...imageSeries(study).map((s) => h("div", { class: "series-line" }, seriesLine(s, study.kind))));
   const jobCell = h("td", { class: "jobs" }, ...(jobs.length ? jobs.flatMap((j) => [jobBadge(j), " "]) : [h("em", {}, "no jobs")]));

@@ -21,7 +21,23 @@ export function imageSeries(study: Study): Series[] {
   return study.series.filter((s) => s.is_image);
 }
 
-/** Modalities of a study's image series, each once, e.g. "CT" or "MR" (not "MR MR MR"). */
+/** Modalities of a study's image series, each once with its series count: "CT", "MR ×4". */
 export function modalities(study: Study): string {
-  return [...new Set(imageSeries(study).map((s) => s.modality || "?"))].join(", ");
+  const counts = new Map<string, number>();
+  for (const s of imageSeries(study)) counts.set(s.modality || "?", (counts.get(s.modality || "?") ?? 0) + 1);
+  return [...counts].map(([modality, n]) => (n > 1 ? `${modality} ×${n}` : modality)).join(", ");
+}
+
+/** The patient, "Doe, Jane · ID MRN-0042"; null when the server sends none (de-identified
+ * studies, and researchers, never get one). */
+export function patientLine(study: Study): string | null {
+  if (!study.patient_name && !study.patient_id) return null;
+  const id = study.patient_id ? `ID ${study.patient_id}` : "no patient ID";
+  return `${study.patient_name || "(no name)"} · ${id}`;
+}
+
+/** The study's own date (DICOM StudyDate, ISO 8601) and description; missing ones named. */
+export function studyLine(study: Study): string {
+  const description = (study.description ?? "").trim() || "(no study description)";
+  return `${study.study_date ?? "no study date"} · ${description}`;
 }

@@ -8,14 +8,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateColumn
 
 from medverse.core.errors import ConfigError
+from medverse.core.logging import get_logger
 from medverse.core.settings import Settings
 from medverse.service.tables import Base
 
+_LOG = get_logger(__name__)
 _IMMEDIATE = "medverse_sqlite_immediate"
 _SCHEMA_LOCK = "medverse-schema"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -94,6 +97,7 @@ class Database:
                 key = advisory_key(_SCHEMA_LOCK)
                 connection.execute(select(func.pg_advisory_xact_lock(key)))
             Base.metadata.create_all(connection)
+            add_missing_columns(connection)
         self._owner_only()
 
     def _owner_only(self) -> None:
@@ -112,6 +116,32 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def add_missing_columns(connection: Connection) -> list[str]:
+    """Add the columns a newer release declares to tables an older one created.
+
+    ``create_all`` creates missing tables only. A column added later has a server default (or
+    is nullable), so ``ALTER TABLE ... ADD COLUMN`` fills the rows already stored.
+
+    Returns:
+        The columns added, as ``table.column``.
+    """
+    inspector = inspect(connection)
+    added = []
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if column.server_default is None and not column.nullable:
+                raise RuntimeError(f"{table.name}.{column.name} needs a server default to be added")
+            spec = CreateColumn(column).compile(dialect=connection.dialect)
+            connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
+            added.append(f"{table.name}.{column.name}")
+    if added:
+        _LOG.info("database schema: added %s", ", ".join(added))
+    return added
 
 
 def advisory_key(name: str) -> int:

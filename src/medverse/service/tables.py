@@ -121,6 +121,12 @@ class Study(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(NAME)
+    # From the DICOM header ("" for NIfTI, and for studies stored before these columns). The
+    # patient's name and ID are kept for identified studies only, shown to admins and clinicians.
+    patient_name: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    description: Mapped[str] = mapped_column(String(256), default="", server_default="")
     series: Mapped[list[Series]] = relationship(
         back_populates="study",
         cascade="all, delete-orphan",

@@ -174,6 +174,7 @@ class Ingestor:
                 identified=batch.identified,
                 source_study_id=source_id,
                 created_by=uploaded_by,
+                **_listed_facts(batch),
             )
             session.add(study)
             session.flush()
@@ -259,6 +260,18 @@ class Ingestor:
         session.flush()
         known[obj.series_uid] = row
         return row
+
+
+def _listed_facts(batch: Batch) -> dict[str, str]:
+    """The study row's header fields; the patient's name and ID only for an identified study."""
+    facts = batch.facts
+    identified = batch.identified
+    return {
+        "patient_name": facts.patient_name if identified else "",
+        "patient_id": facts.patient_id if identified else "",
+        "study_date": facts.study_date,
+        "description": facts.description,
+    }
 
 
 @contextmanager

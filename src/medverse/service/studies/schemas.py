@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,15 @@ class StudyPublic(BaseModel):
     )
     created_at: datetime
     created_by: str
+    patient_name: str | None = Field(
+        None,
+        description="identified studies, to admins and clinicians only: 'Family, Given'",
+    )
+    patient_id: str | None = Field(
+        None, description="identified studies, to admins and clinicians only"
+    )
+    study_date: date | None = Field(None, description="the DICOM StudyDate (none for NIfTI)")
+    description: str = Field("", description="the DICOM StudyDescription")
     series: list[SeriesPublic]
 
 

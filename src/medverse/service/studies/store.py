@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -136,6 +137,7 @@ def _public(
         )
         for s in study.series
     ]
+    patient = study.identified and principal.can_see_identified()
     return StudyPublic(
         id=study.id,
         study_uid=study.study_uid,
@@ -145,8 +147,28 @@ def _public(
         deidentified_study_id=copies.get(study.id),
         created_at=study.created_at,
         created_by=study.created_by,
+        patient_name=person_name(study.patient_name) if patient else None,
+        patient_id=(study.patient_id or None) if patient else None,
+        study_date=dicom_date(study.study_date),
+        description=study.description,
         series=series,
     )
+
+
+def person_name(value: str) -> str | None:
+    """A DICOM person name for reading: ``Doe^John^^Dr`` -> ``Doe, John`` (None when empty)."""
+    family, _, rest = value.partition("^")
+    given = " ".join(part for part in rest.split("^")[:2] if part)
+    shown = ", ".join(part for part in (family.strip(), given.strip()) if part)
+    return shown or None
+
+
+def dicom_date(value: str) -> date | None:
+    """A DICOM DA value (``YYYYMMDD``) as a date; None when empty or not a real date."""
+    try:
+        return datetime.strptime(value, "%Y%m%d").date() if value else None
+    except ValueError:
+        return None
 
 
 def segmentation_input(study: Study, series_uid: str | None) -> SegmentationInput:

@@ -8,15 +8,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from medverse.core.errors import DicomError, MedverseError
 from medverse.io.dicom.header import (
     DicomHeader,
     check_complete,
     header_of,
     read_dataset,
+    text_value,
     uid_from_digest,
 )
 from medverse.io.nifti import read_nifti
+from medverse.io.quiet import quiet_pydicom
 from medverse.service.errors import BadRequestError
 from medverse.service.storage import is_uid
 from medverse.service.studies.uploads import ReceivedFile
@@ -26,8 +30,41 @@ _NIFTI1_HEADER, _NIFTI2_HEADER = 348, 540
 
 
 @dataclass(frozen=True)
+class StudyFacts:
+    """What the study list shows of a DICOM study, from one object's header.
+
+    Attributes:
+        patient_name: PatientName as stored (``Family^Given``); kept for identified studies only.
+        patient_id: PatientID; kept for identified studies only.
+        study_date: StudyDate as ``YYYYMMDD`` ("" when absent or malformed).
+        description: StudyDescription.
+    """
+
+    patient_name: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+    description: str = ""
+
+
+def study_facts(ds: Dataset) -> StudyFacts:
+    """The study-level header fields of a dataset (empty ones where a value cannot be read)."""
+    try:
+        with quiet_pydicom():  # a malformed name would be quoted in pydicom's warning
+            name, pid = text_value(ds, "PatientName"), text_value(ds, "PatientID")
+            date, description = text_value(ds, "StudyDate"), text_value(ds, "StudyDescription")
+    except Exception:  # a damaged element converts only when read: show nothing for it
+        return StudyFacts()
+    return StudyFacts(
+        patient_name=name[:256],
+        patient_id=pid[:64],
+        study_date=date if len(date) == 8 and date.isdigit() else "",
+        description=description[:256],
+    )
+
+
+@dataclass(frozen=True)
 class DicomObject:
-    """What the service keeps about one uploaded DICOM object (no patient data).
+    """What the service keeps about one uploaded DICOM object.
 
     Attributes:
         name: The client's name for it (messages only).
@@ -41,6 +78,7 @@ class DicomObject:
         columns: Pixel columns.
         is_image: False for SEG, SR, RTSTRUCT and other non-image objects.
         identified: False only when the file says PatientIdentityRemoved = YES.
+        study: The study-level fields the study list shows (patient, date, description).
     """
 
     name: str
@@ -54,6 +92,7 @@ class DicomObject:
     columns: int
     is_image: bool
     identified: bool
+    study: StudyFacts = StudyFacts()
 
 
 @dataclass(frozen=True)
@@ -77,6 +116,11 @@ class Batch:
     def identified(self) -> bool:
         """True if any object may identify the patient (NIfTI headers hold no demographics)."""
         return any(obj.identified for obj in self.dicom)
+
+    @property
+    def facts(self) -> StudyFacts:
+        """The study list's fields, from the first object (empty for NIfTI)."""
+        return self.dicom[0].study if self.dicom else StudyFacts()
 
 
 def classify(files: list[ReceivedFile]) -> Batch:
@@ -165,10 +209,10 @@ def read_dicom(file: ReceivedFile) -> DicomObject | None:
         if not is_uid(value):
             problem = "lacks a" if not value else "has an invalid"
             raise BadRequestError(f"{file.name}: DICOM file {problem} {label} UID")
-    return _dicom_object(file, header)
+    return _dicom_object(file, header, study_facts(ds))
 
 
-def _dicom_object(file: ReceivedFile, header: DicomHeader) -> DicomObject:
+def _dicom_object(file: ReceivedFile, header: DicomHeader, study: StudyFacts) -> DicomObject:
     return DicomObject(
         name=file.name,
         path=file.path,
@@ -181,6 +225,7 @@ def _dicom_object(file: ReceivedFile, header: DicomHeader) -> DicomObject:
         columns=header.columns,
         is_image=header.is_image,
         identified=not header.identity_removed,
+        study=study,
     )
 
 
