@@ -7,6 +7,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from medverse.io.dicom.values import ascii_values
+
 DIMENSION_ATTRIBUTES = (
     "TemporalPositionIndex",
     "TemporalPositionIdentifier",
@@ -45,7 +47,12 @@ _CONVERTED = (
 
 def classic_dimensions(ds: Dataset) -> tuple[str, ...]:
     """The dimension values of a classic single-frame image (top-level attributes), as text."""
-    return tuple(_text(ds.get(keyword)) for keyword in DIMENSION_ATTRIBUTES)
+    return tuple(_classic_text(ds, keyword) for keyword in DIMENSION_ATTRIBUTES)
+
+
+def _classic_text(ds: Dataset, keyword: str) -> str:
+    text = ascii_values(ds, keyword)
+    return "\\".join(text) if text is not None else _text(ds.get(keyword))
 
 
 def enhanced_dimensions(ds: Dataset, per_frame: Dataset, shared: Dataset) -> tuple[str, ...]:

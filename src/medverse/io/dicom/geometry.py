@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError
 from medverse.io.dicom.dimensions import classic_dimensions, enhanced_dimensions
+from medverse.io.dicom.values import ascii_values
 
 ORIENTATION_TOLERANCE = 1e-4
 """Largest difference between direction cosines still counted as the same orientation."""
@@ -121,8 +122,8 @@ def _classic_frame(ds: Dataset, path: Path) -> Frame:
         pixel_spacing=_vec2(_required(ds, "PixelSpacing", 2, path)),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
-        slope=_number(ds.get("RescaleSlope"), 1.0),
-        intercept=_number(ds.get("RescaleIntercept"), 0.0),
+        slope=_top_number(ds, "RescaleSlope", 1.0),
+        intercept=_top_number(ds, "RescaleIntercept", 0.0),
         sop_instance_uid=sop_instance_uid(ds),
         dimensions=classic_dimensions(ds),
     )
@@ -326,6 +327,12 @@ def ras_affine(frames: Sequence[Frame], *, allow_irregular: bool = False) -> np.
 
 
 def _required(ds: Dataset, keyword: str, size: int, path: Path) -> list[float]:
+    text = ascii_values(ds, keyword)
+    if text is not None and len(text) == size:
+        try:
+            return [float(v) for v in text]
+        except ValueError:
+            pass  # pydicom's conversion below names the problem as it always did
     value = ds.get(keyword)
     if value is None or len(value) != size:
         raise DicomError(f"has no valid {keyword} (header incomplete or not a 3D image)", path)
@@ -333,6 +340,16 @@ def _required(ds: Dataset, keyword: str, size: int, path: Path) -> list[float]:
         return [float(v) for v in value]
     except (TypeError, ValueError):
         raise DicomError(f"has a malformed {keyword}: {value!r}", path) from None
+
+
+def _top_number(ds: Dataset, keyword: str, default: float) -> float:
+    text = ascii_values(ds, keyword)
+    if text is not None and len(text) == 1:
+        try:
+            return float(text[0])
+        except ValueError:
+            pass
+    return _number(ds.get(keyword), default)
 
 
 def _number(value: Any, default: float) -> float:

@@ -18,6 +18,7 @@ from medverse.core.errors import DicomError, NotDicomError, error_text
 from medverse.io.dicom.fastheader import FastHeader, read_fast_header
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
 from medverse.io.dicom.mosaic import mosaic_count, mosaic_frames
+from medverse.io.dicom.values import ascii_values
 from medverse.io.quiet import quiet_pydicom
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -305,6 +306,9 @@ def _referenced_series(ds: Dataset) -> str:
 
 def text_value(ds: Dataset, keyword: str) -> str:
     """An attribute as stripped text ("" when absent or empty)."""
+    text = ascii_values(ds, keyword)
+    if text is not None and len(text) <= 1:
+        return text[0] if text else ""
     return str(ds.get(keyword, "") or "").strip()
 
 

@@ -1,0 +1,36 @@
+"""Plain-ASCII attribute values (UIDs, codes, numbers as text) read without pydicom's conversion.
+
+A scan reads a few dozen values from every file; pydicom's lazy conversion (hooks, character
+sets, value objects) costs tens of microseconds each. Values whose VR is ASCII by definition
+(AE, AS, CS, DA, DS, DT, IS, TM, UI) are decoded here straight from the raw bytes when the
+element is still raw; anything else (names, descriptions, converted elements, binary VRs) goes
+through pydicom as before, so every caller gets the value pydicom would give.
+"""
+
+from __future__ import annotations
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+
+ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+
+
+def ascii_values(ds: Dataset, keyword: str) -> list[str] | None:
+    """The values of an ASCII-VR element still raw in ``ds``, stripped; None otherwise.
+
+    None means "ask pydicom" (absent, already converted, or not an ASCII VR).
+    """
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return None
+    raw = ds.get_item(tag)
+    if not isinstance(raw, RawDataElement):
+        return None
+    vr = raw.VR or dictionary_VR(tag)
+    if vr not in ASCII_VRS:
+        return None
+    if not raw.value:
+        return []
+    text = raw.value.decode("ascii", errors="replace").strip(" \x00")
+    return [part.strip(" \x00") for part in text.split("\\")] if text else []
