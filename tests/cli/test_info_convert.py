@@ -156,3 +156,34 @@ def test_every_vendor_sample_is_described_by_info_and_converts(
     assert described in " ".join(capsys.readouterr().out.split())
     assert main(["convert", str(folder), str(tmp_path / "out.nii.gz")]) == 0
     assert nib.load(tmp_path / "out.nii.gz").shape == shape
+
+
+@pytest.mark.slow
+def test_segment_runs_on_the_chosen_volume_of_a_multi_volume_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`segment --volume 2`: labels and a valid SEG on volume 2's grid and files."""
+    from medverse.io.dicom import read_image
+    from medverse.io.nifti import read_nifti_labels
+    from medverse.io.seg import read_seg
+    from tests.io.dicom_helpers import dciodvfy_errors
+
+    out = tmp_path / "out"
+    model = REPO / "models" / "hippocampus_dynunet.pt"
+    command = ["segment", str(PHILIPS_4D), "--model", str(model), "--out", str(out)]
+    assert main([*command, "--overlap", "0", "--volume", "2"]) == 0
+    source = read_image(PHILIPS_4D, volume=2)
+    labels = read_nifti_labels(out / "labels.nii.gz")
+    assert labels.shape == source.shape and np.allclose(labels.affine, source.affine, atol=1e-4)
+    assert np.array_equal(read_seg(out / "seg.dcm", reference=source).array, labels.array)
+    assert dciodvfy_errors(out / "seg.dcm") == []
+
+
+def test_segment_refuses_a_volume_the_series_lacks_before_inference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    model = REPO / "models" / "hippocampus_dynunet.pt"
+    command = ["segment", str(PHILIPS_4D), "--model", str(model), "--out", str(out)]
+    assert main([*command, "--volume", "4"]) != 0
+    assert "holds volumes 1..3" in capsys.readouterr().err and not out.exists()

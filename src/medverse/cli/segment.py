@@ -39,6 +39,15 @@ def register(subparsers: Any) -> None:
         "--series", metavar="UID", help="series to read when the DICOM folder holds several"
     )
     parser.add_argument(
+        "--volume",
+        metavar="K",
+        type=int,
+        default=None,
+        help="of a multi-volume DICOM series (phases, echoes, b-values, Siemens mosaics), "
+        "segment volume K (1-based, as `medverse info` lists them); without it such a series "
+        "is refused before inference, naming its volumes",
+    )
+    parser.add_argument(
         "--seg-type",
         choices=("labelmap", "binary"),
         default="labelmap",
@@ -179,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     result = segment(
         args.input,
         series_uid=args.series,
+        volume=args.volume,
         spatial_parallel=args.spatial_parallel,
         spatial_timeout_s=args.spatial_timeout,
         **_shared_options(args),

@@ -87,6 +87,7 @@ def segment(
     model_path: str | Path,
     out_dir: str | Path,
     series_uid: str | None = None,
+    volume: int | None = None,
     progress: bool = True,
     seg_type: str | None = None,
     on_step: Callable[[str], None] | None = None,
@@ -106,6 +107,9 @@ def segment(
             (see `medverse.inference.loading.load_model`).
         out_dir: Output folder, created if needed.
         series_uid: Which series to read when a DICOM folder holds several.
+        volume: Of a multi-volume DICOM series (phases, echoes, b-values, mosaics), segment
+            volume K (1-based, as ``medverse info`` lists them); without it such a series is
+            refused before inference, naming its volumes.
         progress: Show the steps on stderr.
         seg_type: DICOM SEG encoding: ``LABELMAP`` (default) or ``BINARY`` (older viewers).
         on_step: Called with each step's name (``model``, ``read``, ``predict``, ``write``)
@@ -127,7 +131,7 @@ def segment(
         with step("model", "loading the model"):
             model = load_model(model_path, map_location="cpu")
         with step("read", "reading the image"):
-            image = read_image(input_path, series_uid)
+            image = read_image(input_path, series_uid, volume=volume)
         check_modality(image, model.plan, input_path)
         seg_source = check_seg_source(image) if is_dicom(image) else None  # refuse before predict
         predictor: Predictor | WholeVolumePredictor = (
