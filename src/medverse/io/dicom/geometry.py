@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError
 from medverse.io.dicom.dimensions import classic_dimensions, enhanced_dimensions
-from medverse.io.dicom.values import ascii_values
+from medverse.io.dicom.values import ascii_values, int_value
 
 ORIENTATION_TOLERANCE = 1e-4
 """Largest difference between direction cosines still counted as the same orientation."""
@@ -73,7 +73,8 @@ class Frame:
 
 def sop_instance_uid(ds: Dataset) -> str:
     """Return SOPInstanceUID, falling back to the file meta MediaStorageSOPInstanceUID."""
-    uid = str(ds.get("SOPInstanceUID", "") or "")
+    text = ascii_values(ds, "SOPInstanceUID")
+    uid = text[0] if text else str(ds.get("SOPInstanceUID", "") or "")
     if not uid and getattr(ds, "file_meta", None) is not None:
         uid = str(ds.file_meta.get("MediaStorageSOPInstanceUID", "") or "")
     return uid
@@ -89,7 +90,7 @@ def frames_from_header(ds: Dataset, path: Path) -> list[Frame]:
     Raises:
         DicomError: If a position, orientation or pixel spacing is missing or malformed.
     """
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = int_value(ds, "NumberOfFrames", 1)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else Dataset()
@@ -120,8 +121,8 @@ def _classic_frame(ds: Dataset, path: Path) -> Frame:
         position=_vec3(_required(ds, "ImagePositionPatient", 3, path)),
         orientation=_vec6(_required(ds, "ImageOrientationPatient", 6, path)),
         pixel_spacing=_vec2(_required(ds, "PixelSpacing", 2, path)),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
+        rows=int_value(ds, "Rows", 0),
+        columns=int_value(ds, "Columns", 0),
         slope=_top_number(ds, "RescaleSlope", 1.0),
         intercept=_top_number(ds, "RescaleIntercept", 0.0),
         sop_instance_uid=sop_instance_uid(ds),
@@ -151,8 +152,8 @@ def _enhanced_frame(ds: Dataset, fg: Dataset, shared: Dataset, index: int, path:
         position=_vec3(required("PlanePositionSequence", "ImagePositionPatient", 3)),
         orientation=_vec6(required("PlaneOrientationSequence", "ImageOrientationPatient", 6)),
         pixel_spacing=_vec2(required("PixelMeasuresSequence", "PixelSpacing", 2)),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
+        rows=int_value(ds, "Rows", 0),
+        columns=int_value(ds, "Columns", 0),
         slope=_number(lookup("PixelValueTransformationSequence", "RescaleSlope"), 1.0),
         intercept=_number(lookup("PixelValueTransformationSequence", "RescaleIntercept"), 0.0),
         sop_instance_uid=sop_instance_uid(ds),
@@ -225,27 +226,36 @@ def check_frames(frames: Sequence[Frame], where: Path, *, allow_irregular: bool 
 
 
 def _check_same_plane_layout(frames: Sequence[Frame], where: Path) -> None:
+    """Every frame as the first: orientation, size and pixel spacing (first misfit named)."""
     first = frames[0]
-    ref = np.asarray(first.orientation)
-    for f in frames[1:]:
-        if np.max(np.abs(np.asarray(f.orientation) - ref)) > ORIENTATION_TOLERANCE:
-            raise DicomError(
-                f"mixed slice orientation in one series: {_name(first)} is "
-                f"{_fmt(first.orientation)} but {_name(f)} is {_fmt(f.orientation)}",
-                where,
-            )
-        if (f.rows, f.columns) != (first.rows, first.columns):
-            raise DicomError(
-                f"mixed image sizes in one series: {_name(first)} is {first.rows}x"
-                f"{first.columns} but {_name(f)} is {f.rows}x{f.columns} (rows x columns)",
-                where,
-            )
-        if not np.allclose(f.pixel_spacing, first.pixel_spacing, rtol=0, atol=1e-4):
-            raise DicomError(
-                f"mixed pixel spacing in one series: {_name(first)} has "
-                f"{_fmt(first.pixel_spacing)} mm but {_name(f)} has {_fmt(f.pixel_spacing)} mm",
-                where,
-            )
+    orientations = np.array([f.orientation for f in frames], dtype=np.float64)
+    sizes = np.array([(f.rows, f.columns) for f in frames])
+    spacings = np.array([f.pixel_spacing for f in frames], dtype=np.float64)
+    bad_orientation = np.max(np.abs(orientations - orientations[0]), axis=1) > ORIENTATION_TOLERANCE
+    bad_size = np.any(sizes != sizes[0], axis=1)
+    bad_spacing = ~np.all(np.abs(spacings - spacings[0]) <= 1e-4, axis=1)
+    misfits = np.flatnonzero(bad_orientation | bad_size | bad_spacing)
+    if not misfits.size:
+        return
+    k = int(misfits[0])
+    f = frames[k]
+    if bad_orientation[k]:
+        raise DicomError(
+            f"mixed slice orientation in one series: {_name(first)} is "
+            f"{_fmt(first.orientation)} but {_name(f)} is {_fmt(f.orientation)}",
+            where,
+        )
+    if bad_size[k]:
+        raise DicomError(
+            f"mixed image sizes in one series: {_name(first)} is {first.rows}x"
+            f"{first.columns} but {_name(f)} is {f.rows}x{f.columns} (rows x columns)",
+            where,
+        )
+    raise DicomError(
+        f"mixed pixel spacing in one series: {_name(first)} has "
+        f"{_fmt(first.pixel_spacing)} mm but {_name(f)} has {_fmt(f.pixel_spacing)} mm",
+        where,
+    )
 
 
 def _check_duplicates(frames: Sequence[Frame], steps: np.ndarray, where: Path) -> None:

@@ -18,7 +18,7 @@ from medverse.core.errors import DicomError, NotDicomError, error_text
 from medverse.io.dicom.fastheader import FastHeader, read_fast_header
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
 from medverse.io.dicom.mosaic import mosaic_count, mosaic_frames
-from medverse.io.dicom.values import ascii_values
+from medverse.io.dicom.values import ascii_values, int_value
 from medverse.io.quiet import quiet_pydicom
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -289,9 +289,9 @@ def _summarise(ds: Dataset, path: Path) -> DicomHeader:
         modality=modality,
         series_description=text_value(ds, "SeriesDescription"),
         series_number=text_value(ds, "SeriesNumber"),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
+        rows=int_value(ds, "Rows", 0),
+        columns=int_value(ds, "Columns", 0),
+        number_of_frames=int_value(ds, "NumberOfFrames", 1),
         identity_removed=text_value(ds, "PatientIdentityRemoved").upper() == "YES",
         referenced_series_uid=_referenced_series(ds),
         frames=tuple(frames),

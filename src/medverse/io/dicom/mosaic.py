@@ -19,6 +19,7 @@ from pydicom.tag import Tag
 
 from medverse.core.errors import DicomError
 from medverse.io.dicom.geometry import Frame
+from medverse.io.dicom.values import ascii_values, int_value
 
 NUMBER_OF_IMAGES_IN_MOSAIC = Tag(0x0019, 0x100A)
 """Siemens private (0019,100A): the slices in a mosaic (creator ``SIEMENS MR HEADER``)."""
@@ -30,8 +31,9 @@ def mosaic_count(ds: Dataset, path: Path) -> int:
     Raises:
         DicomError: If ImageType says MOSAIC but no slice count can be found.
     """
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    if "MOSAIC" not in image_type or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+    text = ascii_values(ds, "ImageType")
+    image_type = [str(v).upper() for v in (text if text is not None else ds.get("ImageType") or [])]
+    if "MOSAIC" not in image_type or int_value(ds, "NumberOfFrames", 1) != 1:
         return 0
     count = _private_count(ds) or _as_int(_csa_value(ds, "NumberOfImagesInMosaic"))
     if count < 1:

@@ -9,6 +9,8 @@ through pydicom as before, so every caller gets the value pydicom would give.
 
 from __future__ import annotations
 
+import struct
+
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -34,3 +36,29 @@ def ascii_values(ds: Dataset, keyword: str) -> list[str] | None:
         return []
     text = raw.value.decode("ascii", errors="replace").strip(" \x00")
     return [part.strip(" \x00") for part in text.split("\\")] if text else []
+
+
+_BINARY_INTS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
+
+
+def int_value(ds: Dataset, keyword: str, default: int) -> int:
+    """A single integer attribute (US/SS/UL/SL or IS), ``default`` when absent or empty.
+
+    Raw little-endian binary and ASCII values are read here; others go through pydicom.
+    """
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return default
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and raw.is_little_endian:
+        vr = raw.VR or dictionary_VR(tag)
+        form = _BINARY_INTS.get(vr)
+        if form is not None and raw.value is not None and len(raw.value) == struct.calcsize(form):
+            return int(struct.unpack(form, raw.value)[0]) or default
+        text = ascii_values(ds, keyword)
+        if text is not None and len(text) <= 1:
+            try:
+                return int(text[0]) or default if text else default
+            except ValueError:
+                pass  # pydicom's conversion below names the problem as it always did
+    return int(ds.get(keyword, default) or default)
