@@ -16,7 +16,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -77,7 +77,7 @@ def indexed_map(
         results[i] = value
     if index_file is not None and (missing or len(old) != len(files)):
         settled = time.time_ns() - RACY_NS
-        entries = {
+        entries: dict[str, tuple[_Stat, object]] = {
             str(f): (s, r)
             for f, s, r in zip(files, stats, results)
             if s is not None and max(s[0], s[1]) < settled
@@ -115,7 +115,15 @@ def _index_file(folder: Path, read_one: Callable[[Path], object], index_dir: Pat
     return index_dir / f"{key}.pickle"
 
 
+_MEMORY: dict[Path, tuple[_Stat, dict[str, tuple[_Stat, object]]]] = {}
+"""Indexes this process read or wrote, by index file, with that file's stat (no re-load)."""
+
+
 def _load(index_file: Path) -> dict[str, tuple[_Stat, object]]:
+    stat = _stat(index_file)
+    remembered = _MEMORY.get(index_file)
+    if stat is not None and remembered is not None and remembered[0] == stat:
+        return remembered[1]
     try:
         with index_file.open("rb") as handle:
             version, entries = pickle.load(handle)  # the user's own cache
@@ -126,15 +134,22 @@ def _load(index_file: Path) -> dict[str, tuple[_Stat, object]]:
     return entries if version == INDEX_VERSION and isinstance(entries, dict) else {}
 
 
-def _save(index_file: Path, entries: Mapping[str, tuple[_Stat, object]]) -> None:
+def _save(index_file: Path, entries: dict[str, tuple[_Stat, object]]) -> None:
     """Write the index; a cache that cannot be written only costs the next scan its speed."""
     try:
         index_file.parent.mkdir(parents=True, exist_ok=True)
+        new = not index_file.exists()
         data = pickle.dumps((INDEX_VERSION, entries), protocol=pickle.HIGHEST_PROTOCOL)
         write_bytes_atomic(index_file, data)
-        _prune(index_file.parent)
+        if new:
+            _prune(index_file.parent)
     except OSError:
         return
+    stat = _stat(index_file)
+    if stat is not None:
+        if len(_MEMORY) >= 32:
+            _MEMORY.clear()
+        _MEMORY[index_file] = (stat, entries)
 
 
 def _prune(index_dir: Path) -> None:
