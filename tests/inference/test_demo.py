@@ -7,10 +7,11 @@ import pytest
 import trimesh
 
 from medverse.cli.main import main
-from medverse.inference.demo import default_examples_dir, run_demo
+from medverse.inference.demo import CT_DEMO_MODEL, default_examples_dir, run_demo
 from medverse.io.dicom import read_series
 from medverse.io.nifti import read_nifti_labels
 from medverse.io.seg import read_seg
+from medverse.models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,16 @@ def test_demo_segments_the_held_out_hippocampus_cases_with_the_shipped_model(dem
             overlap = np.logical_and(predicted == value, truth == value).sum()
             dice = 2 * overlap / ((predicted == value).sum() + (truth == value).sum())
             assert dice > 0.75, f"{case} label {value}: Dice {dice:.3f}"
+
+
+def test_demo_segments_the_ct_with_the_shipped_demonstration_model(demo: Path) -> None:
+    labels = read_nifti_labels(demo / "labels.nii.gz")
+    report = json.loads((demo / "report.json").read_text())
+    names = {s["name"] for s in report["structures"]}
+    model = load_checkpoint(default_examples_dir().parent / CT_DEMO_MODEL)
+    assert model.labels == {1: "liver", 2: "spleen", 3: "kidney", 4: "aorta"}
+    assert names <= set(model.labels.values()), names  # the model's output, not the reference's
+    assert set(np.unique(labels.array)) <= {0, 1, 2, 3, 4}
+    seg = hd.seg.segread(demo / "seg.dcm")
+    algorithms = {item.SegmentAlgorithmName for item in seg.SegmentSequence}
+    assert algorithms == {model.title}  # "medverse unet_brief", not "medverse reference"

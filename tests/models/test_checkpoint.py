@@ -6,10 +6,13 @@ import io
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from medverse.core.errors import ModelError
+from medverse.core.volume import Volume
+from medverse.inference.predictor import Predictor
 from medverse.models.checkpoint import load_checkpoint, save_checkpoint
 from medverse.models.factory import build_network
 from medverse.preprocessing.plan import Normalization, Plan
@@ -156,3 +159,45 @@ def test_compiled_or_wrapped_networks_save_their_inner_weights(tmp_path: Path) -
     keys = torch.load(io.BytesIO(path.read_bytes()), weights_only=True)["state_dict"].keys()
     assert not any(k.startswith("module.") for k in keys)
     load_checkpoint(path)
+
+
+def _flipped(volume: Volume) -> Volume:
+    """The same voxels in world space, stored with the first two axes reversed (DICOM-like)."""
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = np.asarray(volume.shape[:2]) - 1
+    array = np.ascontiguousarray(volume.array[::-1, ::-1])
+    return Volume(array=array, affine=volume.affine @ flip, meta={})
+
+
+@pytest.mark.parametrize("orientation", [None, "RAS"])
+def test_a_stored_orientation_makes_the_voxel_order_irrelevant(
+    trained: tuple[torch.nn.Module, Path], tmp_path: Path, orientation: str | None
+) -> None:
+    network = trained[0]
+    path = save_checkpoint(
+        tmp_path / "oriented.pt", network, PLAN, preset="unet_small", labels=LABELS,
+        orientation=orientation,
+    )  # fmt: skip
+    model = load_checkpoint(path)
+    rng = np.random.default_rng(0)
+    ras = Volume(array=rng.normal(size=(16, 24, 16)).astype(np.float32), affine=np.eye(4), meta={})
+    stored_flipped = _flipped(ras)
+
+    predictor = Predictor(model, device="cpu")
+    labels_ras, labels_flipped = predictor.predict(ras), predictor.predict(stored_flipped)
+
+    assert model.orientation == orientation
+    assert np.allclose(labels_flipped.affine, stored_flipped.affine)  # back on the input grid
+    same = np.array_equal(labels_flipped.array[::-1, ::-1], labels_ras.array)
+    assert same == (orientation == "RAS")  # without one, the network sees another image
+
+
+def test_an_invalid_orientation_is_refused(
+    trained: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ModelError, match="orientation"):
+        save_checkpoint(
+            tmp_path / "x.pt", trained[0], PLAN, preset="unet_small", labels=LABELS,
+            orientation="RAR",
+        )  # fmt: skip
+    assert not (tmp_path / "x.pt").exists()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from medverse.inference.demo import DemoResult
 
 
 def register(subparsers: Any) -> None:
@@ -41,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     with console.status("running the demo on the sample CT series..."):
         result = run_demo(args.out, args.examples)
-    table = Table(title="Sample CT: structures measured (reference label map)")
-    table.add_column("structure")
-    table.add_column("volume (mL)", justify="right")
-    for name, ml in sorted(result.structures.items(), key=lambda item: -item[1]):
-        table.add_row(name, f"{ml:.1f}")
-    console.print(table)
+    console.print(_ct_table(result))
+    if result.ct_model is not None:
+        console.print(
+            f"  CT segmented by {result.ct_model.name}: a demonstration model fitted on one other "
+            "patient, not validated, not for clinical use (card: models/ct_demo_4organ_unet.md)",
+            soft_wrap=True,
+        )
     if result.hippocampus_dice:
         scores = Table(title="Hippocampus MRI (validation cases) segmented by models/: Dice")
         names = sorted({name for case in result.hippocampus_dice.values() for name in case})
@@ -60,6 +66,22 @@ def run(args: argparse.Namespace) -> int:
     for path in result.files:
         print(f"  {path}", flush=True)  # plain print: paths are never wrapped
     return 0
+
+
+def _ct_table(result: DemoResult) -> Table:
+    """The CT's structures with their volumes (and Dice against the reference, for a model)."""
+    from rich.table import Table
+
+    source = result.ct_model.stem if result.ct_model else "reference label map"
+    table = Table(title=f"Sample CT: structures measured ({source})")
+    table.add_column("structure")
+    table.add_column("volume (mL)", justify="right")
+    if result.ct_model:
+        table.add_column("Dice vs reference", justify="right")
+    for name, ml in sorted(result.structures.items(), key=lambda item: -item[1]):
+        dice = result.ct_dice.get(name, float("nan"))
+        table.add_row(name, f"{ml:.1f}", *([f"{dice:.3f}"] if result.ct_model else []))
+    return table
 
 
 def _serve(args: argparse.Namespace) -> int:

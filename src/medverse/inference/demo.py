@@ -19,6 +19,8 @@ CT_DICOM = Path("ct_abdomen") / "dicom"
 CT_REFERENCE = Path("ct_abdomen") / "reference_labels.nii.gz"
 HIPPOCAMPUS = Path("hippocampus")
 SHIPPED_MODEL = Path("models") / "hippocampus_dynunet.pt"
+# The demonstration CT model: fitted on one other patient, not validated (models/*.md card).
+CT_DEMO_MODEL = Path("models") / "ct_demo_4organ_unet.pt"
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,17 @@ class DemoResult:
         ct_dir: Folder with the CT outputs (image, labels, SEG, meshes, report, overview).
         files: Every file written, in order.
         structures: Structure name -> volume in mL, for the CT.
+        hippocampus_dice: Case -> structure -> Dice of the shipped hippocampus model.
+        ct_model: The CT model that segmented the CT (None: its reference labels were used).
+        ct_dice: Structure -> Dice of the CT model's output against the CT's reference labels.
     """
 
     ct_dir: Path
     files: list[Path] = field(default_factory=list)
     structures: dict[str, float] = field(default_factory=dict)
     hippocampus_dice: dict[str, dict[str, float]] = field(default_factory=dict)
+    ct_model: Path | None = None
+    ct_dice: dict[str, float] = field(default_factory=dict)
 
 
 def default_examples_dir() -> Path:
@@ -65,8 +72,10 @@ def reference_labels_on(image: Volume, reference_path: Path) -> LabelMap:
 def run_demo(out_dir: Path, examples_dir: Path | None = None) -> DemoResult:
     """Run the demo: sample CT DICOM -> NIfTI, labels -> DICOM SEG, GLB meshes, report, overview.
 
-    Until a trained CT model ships, the CT's labels are its vendored reference label map, so the
-    demo exercises every reader and writer on real data.
+    The CT is segmented by the shipped demonstration CT model (``models/ct_demo_4organ_unet.pt``:
+    fitted on one other patient, not validated) and its labels scored against the CT's
+    vendored reference label map; without that file the reference labels themselves are
+    exported, so the demo still exercises every writer on real data.
 
     Args:
         out_dir: Where to write; ``<out_dir>/ct`` holds the CT outputs.
@@ -75,21 +84,27 @@ def run_demo(out_dir: Path, examples_dir: Path | None = None) -> DemoResult:
     Raises:
         InputError: If the sample data is missing.
     """
-    from medverse.inference.api import export_labels
+    from medverse.inference.api import export_labels, segment
 
     examples = examples_dir or default_examples_dir()
     if not (examples / CT_DICOM).is_dir():
         raise InputError("sample data not found; pass --examples DIR", examples / CT_DICOM)
     ct = read_series(examples / CT_DICOM)
-    labels = reference_labels_on(ct, examples / CT_REFERENCE)
+    reference = reference_labels_on(ct, examples / CT_REFERENCE)
     ct_dir = Path(out_dir) / "ct"
     image_path = write_nifti(ct, ct_dir / "image.nii.gz")
-    outputs = export_labels(ct, labels, ct_dir, source_is_dicom=True)
+    ct_model = examples.parent / CT_DEMO_MODEL
+    if ct_model.is_file():
+        result = segment(examples / CT_DICOM, model_path=ct_model, out_dir=ct_dir, progress=False)
+        labels, ct_dice = result.labels, dice_by_name(result.labels, reference)
+    else:
+        result = export_labels(ct, reference, ct_dir, source_is_dicom=True)
+        labels, ct_dice = reference, {}
     volumes = {
         labels.labels[v]: float(np.count_nonzero(labels.array == v)) * ct.voxel_volume_ml
         for v in labels.present_labels()
     }
-    files = [image_path, *outputs.files()]
+    files = [image_path, *result.files()]
     model = examples.parent / SHIPPED_MODEL
     dice: dict[str, dict[str, float]] = {}
     if model.is_file() and (examples / HIPPOCAMPUS).is_dir():
@@ -97,7 +112,30 @@ def run_demo(out_dir: Path, examples_dir: Path | None = None) -> DemoResult:
             examples / HIPPOCAMPUS, model, Path(out_dir) / "hippocampus"
         )
         files.extend(written)
-    return DemoResult(ct_dir=ct_dir, files=files, structures=volumes, hippocampus_dice=dice)
+    return DemoResult(
+        ct_dir=ct_dir,
+        files=files,
+        structures=volumes,
+        hippocampus_dice=dice,
+        ct_model=ct_model if ct_model.is_file() else None,
+        ct_dice=ct_dice,
+    )
+
+
+def dice_by_name(prediction: LabelMap, reference: LabelMap) -> dict[str, float]:
+    """Dice of each predicted structure against the reference structures of its name.
+
+    A reference structure counts for a predicted one of the same name or a name that extends
+    it (``kidney`` gathers ``kidney_left`` and ``kidney_right``); both maps share one grid.
+    A structure the reference does not hold (not in the field of view) scores NaN.
+    """
+    scores = {}
+    for value, name in prediction.labels.items():
+        matching = [v for v, n in reference.labels.items() if n == name or n.startswith(f"{name}_")]
+        truth = np.isin(reference.array, matching)
+        found = dice_score(prediction.array == value, truth)
+        scores[name] = found if truth.any() else float("nan")
+    return scores
 
 
 def segment_examples(

@@ -20,6 +20,7 @@ from medverse.core.registry import ModelPreset
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
 from medverse.models.factory import build_network, resolve_preset
+from medverse.models.orientation import back_to_grid, to_orientation
 from medverse.preprocessing.fingerprint import first_error
 from medverse.preprocessing.plan import Plan
 
@@ -40,6 +41,9 @@ class LoadedModel:
         preset: The model preset name.
         meta: Everything else stored: format_version, in/out channels, versions, created,
             extra, preset_spec and the file path.
+        orientation: Axis codes (e.g. ``"RAS"``) the network was trained in: every input is
+            reoriented to them exactly (flips and axis swaps) and the labels put back; None
+            takes any grid as it is.
     """
 
     network: torch.nn.Module
@@ -47,6 +51,7 @@ class LoadedModel:
     labels: dict[int, str]
     preset: str
     meta: dict[str, Any] = field(default_factory=dict)
+    orientation: str | None = None
 
     @property
     def in_channels(self) -> int:
@@ -64,12 +69,12 @@ class LoadedModel:
         return f"medverse {self.plan.preset}"
 
     def oriented(self, volume: V) -> V:
-        """The volume as the network expects it; a medverse checkpoint takes any grid as is."""
-        return volume
+        """The volume with its axes in the model's orientation (exact; unchanged if none)."""
+        return volume if self.orientation is None else to_orientation(volume, self.orientation)
 
     def restored(self, labels: LabelMap, like: Volume) -> LabelMap:
-        """Labels predicted on ``oriented(like)``, on ``like``'s grid (unchanged here)."""
-        return labels
+        """Labels predicted on ``oriented(like)``, put back onto ``like``'s grid (exact)."""
+        return labels if self.orientation is None else back_to_grid(labels, like)
 
 
 def save_checkpoint(
@@ -82,6 +87,7 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     in_channels: int | None = None,
     out_channels: int | None = None,
+    orientation: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically: weights, plan, labels, preset and versions in one file.
 
@@ -96,6 +102,8 @@ def save_checkpoint(
         in_channels: Input channels, when the network does not carry an ``in_channels``
             attribute (networks from `build_network` do).
         out_channels: Output channels, likewise.
+        orientation: Axis codes (``"RAS"``) the network was trained in, when its training
+            images all had them; inference then reorients every input to them.
 
     Returns:
         The written path.
@@ -125,6 +133,8 @@ def save_checkpoint(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "extra": dict(extra or {}),
     }
+    if orientation is not None:
+        payload["orientation"] = _orientation(orientation, path)
     buffer = io.BytesIO()
     try:
         torch.save(payload, buffer)
@@ -173,7 +183,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     meta = {k: v for k, v in payload.items() if k not in ("state_dict", "plan", "labels")}
     meta["path"] = str(path)
     labels = {int(k): str(v) for k, v in payload.get("labels", {}).items()}
-    return LoadedModel(network=network, plan=plan, labels=labels, preset=spec.name, meta=meta)
+    orientation = _orientation(payload.get("orientation"), path)
+    return LoadedModel(
+        network=network,
+        plan=plan,
+        labels=labels,
+        preset=spec.name,
+        meta=meta,
+        orientation=orientation,
+    )
+
+
+def _orientation(value: object, path: Path) -> str | None:
+    """A stored orientation: None, or three axis codes naming each of L/R, A/P, S/I once."""
+    if value is None:
+        return None
+    codes = str(value).upper()
+    axes = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+    if len(codes) != 3 or sorted(axes.get(c, -1) for c in codes) != [0, 1, 2]:
+        raise ModelError(f"checkpoint holds an invalid orientation {str(value)[:16]!r}", path)
+    return codes
 
 
 def _read_payload(path: Path) -> dict[str, Any]:

@@ -9,20 +9,17 @@ load the ones you trust.
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import nibabel as nib
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
 from medverse.core.errors import ModelError
-from medverse.core.volume import LabelMap, Volume
+from medverse.core.volume import Volume
 from medverse.models.bundles.config import (
     BundleFiles,
     check_offline,
@@ -33,6 +30,7 @@ from medverse.models.bundles.config import (
 )
 from medverse.models.bundles.plan import bundle_plan
 from medverse.models.checkpoint import LoadedModel
+from medverse.models.orientation import to_orientation  # noqa: F401 (its former home)
 from medverse.preprocessing.plan import Plan
 
 V = TypeVar("V", bound=Volume)
@@ -40,32 +38,16 @@ V = TypeVar("V", bound=Volume)
 
 @dataclass
 class BundleModel(LoadedModel):
-    """A MONAI bundle loaded as a `LoadedModel`, plus the orientation its network expects.
+    """A MONAI bundle loaded as a `LoadedModel`.
 
-    Attributes:
-        orientation: Axis codes the bundle's ``Orientationd`` puts images in before anything
-            else (e.g. ``"RAS"``); None when it has no such step.
+    Its ``orientation`` is the axis codes the bundle's ``Orientationd`` puts images in before
+    anything else (e.g. ``"RAS"``); None when it has no such step.
     """
-
-    orientation: str | None = None
 
     @property
     def title(self) -> str:
         """The algorithm name outputs record: ``MONAI bundle <name>``."""
         return f"MONAI bundle {self.meta['bundle']}"
-
-    def oriented(self, volume: V) -> V:
-        """The volume with its axes in the bundle's orientation (exact; unchanged if none)."""
-        return volume if self.orientation is None else to_orientation(volume, self.orientation)
-
-    def restored(self, labels: LabelMap, like: Volume) -> LabelMap:
-        """Labels predicted on ``oriented(like)``, put back onto ``like``'s grid (exact)."""
-        if self.orientation is None:
-            return labels
-        back = to_orientation(labels, "".join(nib.aff2axcodes(like.affine)))
-        if back.shape != like.shape or not np.allclose(back.affine, like.affine, atol=1e-4):
-            raise ModelError("labels do not map back onto the input grid")
-        return dataclasses.replace(back, affine=like.affine, meta=dict(like.meta))
 
 
 def load_bundle(bundle_dir: str | Path, map_location: str | torch.device = "cpu") -> BundleModel:
@@ -194,17 +176,3 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # TorchScript raises RuntimeError and others on foreign bytes
         raise ModelError(f"not a loadable TorchScript model ({error_summary(e)})", path) from None
-
-
-def to_orientation(volume: V, axcodes: str) -> V:
-    """Permute and flip the array so its axes point along ``axcodes`` (e.g. ``"RAS"``).
-
-    Exact (no interpolation), as MONAI's ``Orientation``; the affine follows the array.
-    """
-    start = nib.orientations.io_orientation(volume.affine)
-    transform = nib.orientations.ornt_transform(
-        start, nib.orientations.axcodes2ornt(tuple(axcodes))
-    )
-    array = nib.orientations.apply_orientation(np.asarray(volume.array), transform)
-    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, volume.shape)
-    return dataclasses.replace(volume, array=np.ascontiguousarray(array), affine=affine)
