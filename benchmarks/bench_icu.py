@@ -270,9 +270,9 @@ def main() -> None:
         help="the listener's --durability (default: its own default, process)",
     )  # fmt: skip
     args = parser.parse_args()
-    quick = [500, 1000, 2000, 4000, 7000, 10000, 13000]
+    quick = [500, 1000, 1500, 2000, 3000, 4000, 5500, 7000, 10000, 13000]
     counts = args.beds or (quick if args.quick else [*quick, 16000, 20000])
-    seconds = args.seconds or (8 if args.quick else 20)
+    seconds = args.seconds or (10 if args.quick else 20)
     closed_seconds = 5.0 if args.quick else 15.0
     info = cpu_info()
     load_before, reference = os.getloadavg()[0], reference_us()

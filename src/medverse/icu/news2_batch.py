@@ -58,8 +58,14 @@ def _band_points(bands: Bands, values: NDArray[np.float64]) -> NDArray[np.int8]:
 
 
 def _max_ages(max_age: Mapping[Parameter, float] | None) -> NDArray[np.float64]:
-    limits = {**news2.DEFAULT_MAX_AGE, **(max_age or {})}
+    if not max_age:
+        return _DEFAULT_MAX_AGES
+    limits = {**news2.DEFAULT_MAX_AGE, **max_age}
     return np.asarray([limits[p] for p in PARAMETERS], dtype=np.float64)
+
+
+_DEFAULT_MAX_AGES = np.asarray([news2.DEFAULT_MAX_AGE[p] for p in PARAMETERS], dtype=np.float64)
+_DEFAULT_MAX_AGES.setflags(write=False)
 
 
 def score_batch(
@@ -123,10 +129,14 @@ def _summarise(
             COMPLETENESS.index(Completeness.INCOMPLETE),
         ),
     ).astype(np.int8)
-    risk = np.select(
-        [minimum >= 7, minimum >= 5, any_three],
-        [RISKS.index(Risk.HIGH), RISKS.index(Risk.MEDIUM), RISKS.index(Risk.LOW_MEDIUM)],
-        default=RISKS.index(Risk.LOW),
+    risk = np.where(
+        minimum >= 7,
+        RISKS.index(Risk.HIGH),
+        np.where(
+            minimum >= 5,
+            RISKS.index(Risk.MEDIUM),
+            np.where(any_three, RISKS.index(Risk.LOW_MEDIUM), RISKS.index(Risk.LOW)),
+        ),
     )
     return BatchScores(
         points=points,
