@@ -46,6 +46,15 @@ def _options(parser: argparse.ArgumentParser) -> None:
     )
     add("--gpus", type=int, metavar="N", help="train on N GPUs of this machine (DDP, NCCL)")
     add("--processes", type=int, metavar="N", help="N processes on this machine (gloo on CPU)")
+    add(
+        "--spatial-parallel",
+        type=int,
+        metavar="N",
+        help="split each patch over N processes along its longest axis (halo exchange at every "
+        "layer; about 1/N of the activations each) for patches too large for one device; with "
+        "--processes/--gpus M (a multiple of N), M/N replicas train data-parallel (DDP); "
+        "default processes: N",
+    )
     add("--num-workers", type=int, metavar="N", help="data-loader worker processes")
     add("--cache", choices=("ram", "device"), help="keep cases in RAM (default) or on the GPU")
     add("--deterministic", action="store_true", default=None, help="deterministic kernels")
@@ -93,6 +102,7 @@ _FIELDS = {
     "amp": "amp",
     "cpu_bf16": "cpu_bf16",
     "processes": "processes",
+    "spatial_parallel": "spatial_parallel",
     "num_workers": "num_workers",
     "cache": "cache",
     "deterministic": "deterministic",
@@ -110,6 +120,8 @@ def config_fields(args: argparse.Namespace) -> dict[str, Any]:
         if args.processes is not None:
             raise ConfigError("give --gpus (GPUs) or --processes (CPU processes), not both")
         fields.update(device="cuda", processes=args.gpus)
+    if args.spatial_parallel is not None and "processes" not in fields:
+        fields["processes"] = args.spatial_parallel  # one replica
     return fields
 
 

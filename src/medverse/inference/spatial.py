@@ -23,7 +23,7 @@ from medverse.engine.sliding import WindowOptions, predict_labels
 from medverse.models.checkpoint import LoadedModel
 from medverse.models.factory import network_stride
 from medverse.parallel.spatial import SlabTooThinError
-from medverse.parallel.spatial.check import check_split
+from medverse.parallel.spatial.check import AXIS_NAMES, check_split
 from medverse.parallel.spatial.runner import SpatialRunner
 from medverse.preprocessing.plan import Plan
 from medverse.preprocessing.resample import grid_for_spacing
@@ -156,10 +156,12 @@ def _check(
         check_split(model.network, grid, ranks, axis)
     except SlabTooThinError as e:
         size = "x".join(str(n) for n in grid)
+        name = _GRID_AXES[axis]  # the layers call the network's axis D, H or W
+        problem = e.problem.replace(f"axis {AXIS_NAMES[axis]}", f"axis {name}")
         raise InputError(
             f"the image is {size} voxels on the model grid (at the plan's spacing, padded to "
             f"the network's stride), too thin to split over {ranks} processes along "
-            f"{_GRID_AXES[axis]}: {e.problem}",
+            f"{name}: {problem}",
             source,
         ) from None
 

@@ -19,10 +19,10 @@ from medverse.parallel.ddp import (
     env_world_size,
     init_distributed,
     launch_local,
-    shard,
     shutdown,
     wrap_model,
 )
+from medverse.parallel.spatial.hybrid import hybrid_groups, hybrid_parallel
 from medverse.preprocessing.msd import MsdDataset, load_msd_dataset
 from medverse.training.checkpointing import load_resume_state
 from medverse.training.config import CacheLocation, TrainConfig, TrainResult
@@ -121,15 +121,18 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
         network.load_state_dict(load_checkpoint(config.init_weights).network.state_dict())
         _log.info("starting from the weights of %s", config.init_weights)
     network = network.to(ctx.device)
-    seed_everything(config.seed + 1000 * ctx.rank)
+    # Spatial groups: every process of a replica draws the same patches and validation cases.
+    groups = hybrid_groups(config.spatial_parallel) if config.spatial_parallel > 1 else None
+    replica, replicas = (groups.replica, groups.replicas) if groups else (ctx.rank, ctx.world_size)
+    seed_everything(config.seed + 1000 * replica)
     by_name = {case.name: case for case in dataset.cases}
     cache_device = ctx.device if config.cache == CacheLocation.DEVICE else torch.device("cpu")
     head = training_head(plan, config.foreground_fraction)
     train_cases = [by_name[name] for name in setup.split.train]
     cached = cache_training_cases(train_cases, plan, head, cache_device)
-    val_names = shard(list(setup.split.validation), ctx)
+    val_names = list(setup.split.validation)[replica::replicas]
     val_cases = [cache_validation_case(by_name[n], plan, cache_device) for n in val_names]
-    sampler = EpochSampler(config.iters_per_epoch, config.batch_size, ctx.rank, ctx.world_size)
+    sampler = EpochSampler(config.iters_per_epoch, config.batch_size, replica, replicas)
     loader = make_patch_loader(
         cached,
         plan,
@@ -141,7 +144,11 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
     )
     optimizer = make_optimizer(network, config)
     parts = TrainerParts(
-        network=wrap_model(network, ctx),
+        network=(
+            wrap_model(network, ctx)
+            if groups is None
+            else hybrid_parallel(network, groups, axis=_longest(plan.patch_size))
+        ),
         loss_fn=make_loss(),
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, config.epochs * config.iters_per_epoch),
@@ -151,6 +158,11 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
         val_cases=val_cases,
     )
     return Trainer(setup, ctx, parts, make_recorder(ctx, setup))
+
+
+def _longest(patch: tuple[int, int, int]) -> int:
+    """The patch axis split between spatial processes: the longest (most voxels per slab)."""
+    return max(range(3), key=lambda a: patch[a])
 
 
 def read_result(run_dir: str | Path, epochs: int | None = None) -> TrainResult:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class OptimizerName(StrEnum):
@@ -54,6 +54,9 @@ class TrainConfig(BaseModel):
         cpu_bf16: bf16 autocast when training on the CPU (CPUs with AVX512-BF16 or AMX only):
             several times faster steps, not bit-reproducible across processes.
         processes: Processes on this machine (one per GPU; gloo CPU processes for testing).
+        spatial_parallel: Processes that split each patch between them along its longest
+            axis (halo exchange, `medverse.parallel.spatial`), for patches too large for one
+            device; ``processes / spatial_parallel`` replicas train data-parallel (DDP).
         num_workers: Data-loader worker processes (None: automatic).
         cache: Keep preprocessed cases in RAM or on the compute device.
         deterministic: Ask torch for deterministic kernels (slower on CUDA).
@@ -84,11 +87,21 @@ class TrainConfig(BaseModel):
     amp: bool = True
     cpu_bf16: bool = False
     processes: int = Field(default=1, ge=1)
+    spatial_parallel: int = Field(default=1, ge=1)
     num_workers: int | None = Field(default=None, ge=0)
     cache: CacheLocation = CacheLocation.RAM
     deterministic: bool = False
     resume: bool = False
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _spatial_groups_fit(self) -> TrainConfig:
+        if self.processes % self.spatial_parallel:
+            raise ValueError(
+                f"processes ({self.processes}) must be a multiple of spatial_parallel "
+                f"({self.spatial_parallel}): each replica is a group of spatial processes"
+            )
+        return self
 
     @property
     def learning_rate(self) -> float:

@@ -15,6 +15,7 @@ from torch import nn
 from medverse.core.volume import LabelMap, Volume
 from medverse.engine.backends import TorchBackend
 from medverse.engine.sliding import WindowOptions, predict_grid_labels, predict_labels
+from medverse.parallel.spatial import SpatialParallel
 from medverse.preprocessing.plan import Plan
 from medverse.training.precision import Precision
 
@@ -26,7 +27,9 @@ def predict_on_plan_grid(
 ) -> torch.Tensor:
     """Label values ``[i, j, k]`` (int64, CPU) for an image ``[1, i, j, k]`` on the plan grid."""
     with _evaluating(network):
-        backend = TorchBackend(network, precision.device, dtype=precision.dtype)
+        backend = TorchBackend(
+            network, precision.device, dtype=precision.dtype, cpu_workers=_workers(network)
+        )
         options = WindowOptions(overlap=overlap, batch_size=SW_BATCH_SIZE)
         labels = predict_grid_labels(image.to(precision.device), plan, backend, options)
     return labels.cpu()
@@ -46,9 +49,16 @@ def predict_volume(
     ``mirror`` averages over the 8 axis mirrorings of each window (8x the compute).
     """
     with _evaluating(network):
-        backend = TorchBackend(network, precision.device, dtype=precision.dtype)
+        backend = TorchBackend(
+            network, precision.device, dtype=precision.dtype, cpu_workers=_workers(network)
+        )
         options = WindowOptions(overlap=overlap, batch_size=SW_BATCH_SIZE, mirror=mirror)
         return predict_labels(volume, plan, backend, options, precision.device)
+
+
+def _workers(network: nn.Module) -> int | None:
+    """One window thread for a spatially split network: its ranks must call it in lockstep."""
+    return 1 if isinstance(network, SpatialParallel) else None
 
 
 @contextmanager

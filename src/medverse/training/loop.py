@@ -18,6 +18,7 @@ from medverse.parallel.ddp import (
     any_rank,
     unwrap_model,
 )
+from medverse.parallel.spatial import SpatialParallel
 from medverse.training.checkpointing import (
     ResumeState,
     capture_rng,
@@ -176,7 +177,7 @@ class Trainer:
         self.history.append(row)
         self.epoch = epoch
         rng = all_gather_objects(capture_rng(), self.ctx)  # collective: every rank's streams
-        network = unwrap_model(self.parts.network)
+        network = plain_network(self.parts.network)
         self.recorder.epoch_end(
             row=row, state=lambda: self.state(rng), network=network, improved=improved
         )
@@ -215,7 +216,7 @@ class Trainer:
     def state(self, rng: list[dict[str, Any]]) -> ResumeState:
         """The exact-resume state after the current epoch, with every rank's RNG states."""
         parts = self.parts
-        network = unwrap_model(parts.network)
+        network = plain_network(parts.network)
         return ResumeState(
             epoch=self.epoch,
             model={k: v.detach().cpu() for k, v in network.state_dict().items()},
@@ -232,7 +233,7 @@ class Trainer:
     def load_state(self, state: ResumeState) -> None:
         """Continue from ``state``: weights, optimiser, schedule, scaler, RNGs, counters."""
         parts = self.parts
-        unwrap_model(parts.network).load_state_dict(state.model)
+        plain_network(parts.network).load_state_dict(state.model)
         parts.optimizer.load_state_dict(state.optimizer)
         parts.scheduler.load_state_dict(state.scheduler)
         total_steps = self.config.epochs * self.config.iters_per_epoch
@@ -264,3 +265,13 @@ class Trainer:
             metrics_csv=run_dir / METRICS_CSV,
             curves_png=run_dir / CURVES_PNG,
         )
+
+
+def plain_network(network: nn.Module) -> nn.Module:
+    """The network whose weights are saved: inside DDP and a spatial split, if any.
+
+    A spatially split network keeps its parameters under their own names, so its state
+    loads into the unsplit network (checkpoints do not depend on the split).
+    """
+    inner = unwrap_model(network)
+    return inner.network if isinstance(inner, SpatialParallel) else inner
