@@ -120,8 +120,13 @@ def tetrahedralize(
         )
         command = [sys.executable, "-m", "medverse.sim.mesher_worker", str(src), str(dst)]
         try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=options.timeout_s, check=False
+            done = subprocess.run(  # cwd: fTetWild drops __tracked_surface.stl in the cwd
+                command,
+                capture_output=True,
+                text=True,
+                timeout=options.timeout_s,
+                check=False,
+                cwd=tmp,
             )
         except subprocess.TimeoutExpired:
             raise MeshingError(
