@@ -77,7 +77,9 @@ def _row(series: SeriesInfo) -> tuple[str, ...]:
     if not series.is_image:
         status = f"non-image object ({series.modality or 'unknown'})"
     elif series.problem and (volumes := volumes_summary(series)):
-        status = f"{volumes}: convert writes them as 4D NIfTI, convert --volume K one of them"
+        status = (
+            f"{volumes}: convert writes them as 4D NIfTI; --volume K (convert, segment) picks one"
+        )
     elif series.problem:
         status = f"not a regular volume: {series.problem}"
     else:
