@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medverse.cli.main import build_parser, main
+from medverse.engine.cpu_isa import default_cpu_backend
 from medverse.io.nifti import read_nifti_labels
 from medverse.models.onnx_export import META_PLAN, META_WEIGHTS, onnx_metadata
 from tests.conftest import EXAMPLES, HIPPOCAMPUS, REPO
@@ -62,16 +63,21 @@ def test_export_of_the_shipped_model_agrees_with_eager_torch(
     assert json.loads(meta[META_PLAN])["preset"] == "dynunet"
     assert len(meta[META_WEIGHTS]) == 64
     runs = {}
-    for backend in ("torch", "onnxruntime"):
+    options = {  # no --backend: the CPU's default (auto), which --help names
+        "torch": ["--backend", "torch"],
+        "onnxruntime": ["--onnx", str(onnx)],
+        default_cpu_backend(): [],
+    }
+    for backend, extra in options.items():
         out = tmp_path / backend
-        extra = ["--onnx", str(onnx)] if backend == "onnxruntime" else []
         argv = ["segment", str(IMAGE), "--model", str(SHIPPED), "--out", str(out)]
         assert main([*argv, "--device", "cpu", "--precision", "fp32", *extra]) == 0
         runs[backend] = read_nifti_labels(out / "labels.nii.gz").array
         report = json.loads((out / "report.json").read_text())
         assert report["model"]["backend"] == backend
     assert (runs["torch"] > 0).sum() > 500  # it finds the hippocampus
-    assert (runs["torch"] == runs["onnxruntime"]).mean() >= 0.999
+    for backend in options:
+        assert (runs["torch"] == runs[backend]).mean() >= 0.999, backend
 
 
 def test_export_of_a_missing_checkpoint_fails_in_one_line(

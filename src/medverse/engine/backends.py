@@ -1,9 +1,11 @@
-"""Network backends behind one call: torch eager, torch.compile, and ONNX Runtime providers.
+"""Network backends behind one call: torch eager, torch.compile, ONNX Runtime and OpenVINO.
 
 Every backend maps a ``(B, 1, *roi)`` float32 batch on the compute device to ``(B, C, *roi)``
 logits on the same device, so the sliding window never knows which one runs. Precision:
 ``fp32``; ``bf16``/``fp16`` autocast (CUDA, and bf16 on CPUs with native bf16 such as
-AVX512-BF16 or AMX); ONNX Runtime runs the exported float32 graph (TensorRT may use fp16).
+AVX512-BF16 or AMX); ONNX Runtime runs the exported float32 graph (TensorRT may use fp16);
+OpenVINO (CPU) runs it in float32, or bf16 where native. ``auto`` picks per device and ISA
+(`medverse.engine.cpu_isa.default_cpu_backend`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from medverse.core.errors import ConfigError, ModelError
+from medverse.engine.cpu_isa import default_cpu_backend
 from medverse.models.checkpoint import LoadedModel
 from medverse.models.onnx_export import (
     INPUT_NAME,
@@ -34,9 +37,11 @@ from medverse.models.onnx_export import (
 class BackendKind(StrEnum):
     """Which runtime executes the network."""
 
+    AUTO = "auto"
     TORCH = "torch"
     COMPILE = "compile"
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
 
 
 class NetPrecision(StrEnum):
@@ -239,6 +244,31 @@ class OnnxBackend:
         return out
 
 
+def resolve_kind(
+    device: torch.device, kind: str, precision: str, onnx: object = None
+) -> BackendKind:
+    """The backend ``kind`` names, with ``auto`` resolved for the device and CPU.
+
+    ``auto`` is torch on CUDA, torch for CPU bf16 autocast, onnxruntime with an ONNX file,
+    else this CPU's `default_cpu_backend`.
+
+    Raises:
+        ConfigError: For an unknown name.
+    """
+    try:
+        choice = BackendKind(kind)
+        wanted = NetPrecision(precision)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if choice != BackendKind.AUTO:
+        return choice
+    if device.type != "cpu" or wanted == NetPrecision.BF16:
+        return BackendKind.TORCH
+    if onnx is not None:
+        return BackendKind.ONNXRUNTIME
+    return BackendKind(default_cpu_backend())
+
+
 def make_backend(
     model: LoadedModel,
     device: torch.device,
@@ -247,35 +277,36 @@ def make_backend(
     precision: str = NetPrecision.AUTO,
     onnx: str | Path | None = None,
     provider: str | None = None,
-) -> TorchBackend | OnnxBackend:
+) -> Any:
     """Build the backend that runs ``model`` on ``device``.
 
     Args:
         model: The loaded checkpoint.
         device: Compute device.
-        kind: ``torch``, ``compile`` or ``onnxruntime``.
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (torch backends).
-        onnx: For ``onnxruntime``: a file from ``medverse export`` (checked against the
-            checkpoint's weights and plan); exported in memory when None.
+        kind: ``auto`` (see `resolve_kind`), ``torch``, ``compile``, ``onnxruntime`` or
+            ``openvino``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (torch backends; openvino: fp32,
+            or bf16 on CPUs that have it).
+        onnx: For ``onnxruntime``/``openvino``: a file from ``medverse export`` (checked
+            against the checkpoint's weights and plan); else exported (openvino: once, cached).
         provider: ONNX Runtime provider (``cpu``, ``cuda``, ``tensorrt``); default: ``cuda``
             on a CUDA device, else ``cpu``.
 
     Raises:
         ConfigError: For an unknown kind or a precision the backend does not offer.
-        ModelError: For an ONNX file from another model or a missing onnxruntime.
+        ModelError: For an ONNX file from another model or a missing runtime.
     """
-    try:
-        choice = BackendKind(kind)
-        wanted = NetPrecision(precision)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if choice != BackendKind.ONNXRUNTIME:
+    choice = resolve_kind(device, kind, precision, onnx)
+    wanted = NetPrecision(precision)
+    if choice in (BackendKind.TORCH, BackendKind.COMPILE):
         if onnx is not None or provider is not None:
             raise ConfigError(
                 f"an ONNX file or provider is for onnxruntime, not the {choice} backend"
             )
         dtype = autocast_dtype(device, wanted)
         return TorchBackend(model.network, device, dtype=dtype, compiled=choice == "compile")
+    if choice == BackendKind.OPENVINO:
+        return _openvino_backend(model, device, wanted, onnx)
     if wanted not in (NetPrecision.AUTO, NetPrecision.FP32):
         raise ConfigError("onnxruntime runs the exported float32 graph; --precision is for torch")
     source: Path | bytes
@@ -286,6 +317,23 @@ def make_backend(
         source = onnx_bytes(model)
     chosen = provider or ("cuda" if device.type == "cuda" else "cpu")
     return OnnxBackend(source, device, provider=chosen)
+
+
+def _openvino_backend(
+    model: LoadedModel, device: torch.device, wanted: NetPrecision, onnx: str | Path | None
+) -> Any:
+    from medverse.engine.openvino_backend import OpenVinoBackend, cached_onnx
+
+    if wanted == NetPrecision.FP16:
+        raise ConfigError("the openvino backend runs fp32, or bf16 on CPUs with native bf16")
+    if wanted == NetPrecision.BF16 and not cpu_has_bf16():
+        raise ConfigError("bf16 needs a CPU with AVX512-BF16 or AMX; this one runs fp32")
+    if onnx is not None:
+        check_onnx_matches(onnx_metadata(Path(onnx)), model, Path(onnx))
+    source = Path(onnx) if onnx is not None else cached_onnx(model)
+    window = (model.in_channels, *(int(r) for r in model.plan.patch_size))
+    dtype = torch.bfloat16 if wanted == NetPrecision.BF16 else None
+    return OpenVinoBackend(source, device, window=window, dtype=dtype)
 
 
 def _padded_batch(batch: torch.Tensor, size: int | None) -> torch.Tensor:

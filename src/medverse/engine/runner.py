@@ -9,7 +9,7 @@ every window has the model's patch size.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -42,13 +42,10 @@ class WindowJob:
     blender: WindowBlender
     sink: Callable[[Slab], None]
     tag: Any = None
-    _patches: Any = field(default=None, repr=False)
 
     def next_patch(self) -> torch.Tensor | None:
-        """The next window to run, or None when all have been handed out."""
-        if self._patches is None:
-            self._patches = self.blender.patches()
-        return next(self._patches, None)
+        """The next window to run, or None when none is ready (all handed out, or waiting)."""
+        return self.blender.next_patch()
 
     def deliver(self) -> None:
         """Pass the finished slabs to the sink."""

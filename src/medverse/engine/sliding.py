@@ -44,6 +44,8 @@ class WindowOptions:
         skip_background: Skip windows holding only air/background (see
             `medverse.engine.model_input.background_level`); their voxels become background.
         half_accumulators: Blend in float16 (half the memory; for GPUs).
+        coarse_first: Per z-band, a covering subset of the windows first, the others only
+            near structures (`medverse.engine.coarse_first`).
     """
 
     overlap: float = 0.5
@@ -51,6 +53,7 @@ class WindowOptions:
     mirror: bool = False
     skip_background: bool = False
     half_accumulators: bool = False
+    coarse_first: bool = False
 
 
 GLUE_THREADS = 1
@@ -95,6 +98,7 @@ def make_blender(
         len(channel_values(plan.labels)),
         skip_below=skip_below if options.skip_background else None,
         accumulate_dtype=torch.float16 if options.half_accumulators else torch.float32,
+        coarse_first=options.coarse_first,
     )
 
 

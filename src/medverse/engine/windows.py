@@ -10,12 +10,15 @@ whose voxels all lie below a "background" threshold (air) can be skipped.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from monai.data.utils import compute_importance_map
 from torch.nn import functional
+
+from medverse.engine.coarse_first import background_margin, first_pass, windows_to_skip
 
 Shape3 = tuple[int, int, int]
 
@@ -192,6 +195,9 @@ class WindowBlender:
             box the remaining windows span is blended. Every other voxel gets exactly the
             logits of a run without skipping. None runs every window.
         accumulate_dtype: dtype of the running sums (float16 halves memory on a GPU).
+        coarse_first: Run a covering subset of each band's windows first and the others only
+            near structures (`medverse.engine.coarse_first`); windows then come one band at a
+            time (`next_patch` answers None while a band's first pass is still out).
     """
 
     def __init__(
@@ -203,6 +209,7 @@ class WindowBlender:
         *,
         skip_below: float | None = None,
         accumulate_dtype: torch.dtype = torch.float32,
+        coarse_first: bool = False,
     ) -> None:
         if image.ndim != 3:
             raise ValueError(f"expected an (X, Y, Z) image, got shape {tuple(image.shape)}")
@@ -218,7 +225,19 @@ class WindowBlender:
         self._bands = self.grid.z_starts
         self._left = [sum(k for s, k in zip(self.grid.starts, self.keep) if s[2] == z)
                       for z in self._bands]  # fmt: skip
-        self._order = [i for i, k in enumerate(self.keep) if k]
+        first = (
+            first_pass(self.grid.starts, self.keep, self.grid.roi, self.grid.padded)
+            if coarse_first
+            else list(self.keep)
+        )
+        self._deferred = {i for i, k in enumerate(self.keep) if k and not first[i]}
+        self._order = sorted(
+            (i for i, k in enumerate(self.keep) if k),
+            key=lambda i: (self.grid.starts[i][2], i in self._deferred),
+        )  # by band; within a band the first pass before the deferred windows
+        self._next = 0
+        self._handed: deque[int] = deque()
+        self.skipped_after_first_pass: list[Shape3] = []  # starts, in the cropped grid
         self._added = 0
         self._band = 0
         self._z_lo = 0
@@ -236,7 +255,7 @@ class WindowBlender:
 
     @property
     def windows_run(self) -> int:
-        """Number of windows that go through the network (the others hold only background)."""
+        """Windows that go (or, with ``coarse_first``, may still go) through the network."""
         return len(self._order)
 
     @property
@@ -245,17 +264,50 @@ class WindowBlender:
         return self._band >= len(self._bands)
 
     def patches(self) -> Iterator[torch.Tensor]:
-        """The windows to run, ``(1, *roi)`` each, in the order `add` expects them back."""
-        rx, ry, rz = self.grid.roi
-        for index in self._order:
+        """The windows to run, ``(1, *roi)`` each, in the order `add` expects them back.
+
+        With ``coarse_first`` it stops at the first window that waits for results: use
+        `next_patch` between `add` calls instead.
+        """
+        while (patch := self.next_patch()) is not None:
+            yield patch
+
+    def next_patch(self) -> torch.Tensor | None:
+        """The next window to run, or None (all handed out, or waiting for `add`)."""
+        while self._next < len(self._order):
+            index = self._order[self._next]
+            if index in self._deferred:
+                if self._handed:  # the band's first pass is still out
+                    return None
+                self._decide_band(self.grid.starts[index][2])
+                continue
+            self._next += 1
+            self._handed.append(index)
             x, y, z = self.grid.starts[index]
-            yield self.image[None, x : x + rx, y : y + ry, z : z + rz]
+            rx, ry, rz = self.grid.roi
+            return self.image[None, x : x + rx, y : y + ry, z : z + rz]
+        return None
+
+    def _decide_band(self, z: int) -> None:
+        """Keep the band's deferred windows near structures; drop the rest (background)."""
+        band = [i for i in self._order[self._next :] if self.grid.starts[i][2] == z]
+        sums, weight_sums = self._buffers()
+        margin = background_margin(sums, weight_sums, self.grid.roi[2])
+        corners = [(self.grid.starts[i][0], self.grid.starts[i][1]) for i in band]
+        skip = {i for i, s in zip(band, windows_to_skip(margin, corners, self.grid.roi)) if s}
+        self._deferred.difference_update(band)
+        self._order = self._order[: self._next] + [
+            i for i in self._order[self._next :] if i not in skip
+        ]
+        self.skipped_after_first_pass += [self.grid.starts[i] for i in sorted(skip)]
+        self._left[self._bands.index(z)] -= len(skip)
+        self._finish_complete_bands()
 
     def add(self, logits: torch.Tensor) -> None:
         """Blend the ``(C, *roi)`` logits of the next window returned by `patches`."""
-        if self._added >= len(self._order):
+        if not self._handed:
             raise RuntimeError("more window results than windows")
-        x, y, z = self.grid.starts[self._order[self._added]]
+        x, y, z = self.grid.starts[self._handed.popleft()]
         rx, ry, rz = self.grid.roi
         sums, weight_sums = self._buffers()
         z0 = z - self._z_lo
