@@ -1,17 +1,21 @@
-"""End-to-end inference seconds per study: the brief's plain MONAI pipeline vs medverse.
+"""End-to-end inference seconds per study: medverse vs two named MONAI baselines.
 
     python benchmarks/bench_inference.py [--quick] [--device cpu|cuda] [--json OUT]
+                                         [--weights PATH|random] [--precision fp32|auto]
 
-Both pipelines run side by side in one process, with the same network weights (the brief's
-UNet fitted on the real example CT, see bench_inference_data.py) on the same inputs (a
-CT-sized 512x512x300 volume built from the sample CT, plus the real samples). Each run goes
-from the input path to a written label file; runs alternate which pipeline goes first, and
-every study's time is the median over the repeats. For each study it reports seconds per
-step, peak memory, and how far medverse's labels agree with the reference's (voxel agreement
-and per-class Dice on the input's grid, the reference's labels mapped there by nearest
-neighbour). The last line is ``speedup_vs_monai_reference: X.XX``: total reference seconds
-over total medverse seconds. Timings are wall clock on a possibly busy machine: compare the
-ratio, which is measured in one run.
+Baselines, with the same network weights (the brief's UNet fitted on the real example CT,
+shipped under models/, see bench_inference_data.py):
+(1) the brief's plain MONAI pipeline, in this process, on the CT-sized 512x512x300 volume
+    and the real samples, against medverse's Predictor (same overlap 0.25);
+(2) the MONAI bundle runner (``python -m monai.bundle run``) on a spleen_ct_segmentation-
+    shaped bundle built here from the same weights, against ``medverse segment --bundle``,
+    each a whole process, on the CT-sized volume (overlap 0.5, the bundle's).
+Runs are paired and alternate which side goes first; each figure is the median over the
+repeats, with the load average at its start. The network runs in float32 on every side
+(``--precision fp32``, the default, forces it on CPUs that have bf16). Medverse's labels are
+also compared with a float32 torch-eager run of every window (the acceptance's agreement).
+The last two lines are ``speedup_vs_monai_bundle_runner: X.XX`` and
+``speedup_vs_monai_reference: X.XX`` (total baseline seconds over medverse's).
 """
 
 from __future__ import annotations
@@ -31,12 +35,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_inference_data import CLASSES, Study, describe_inputs, fitted_checkpoint, studies
+from bench_inference_bundle import build_bundle, race
+from bench_inference_data import (
+    CLASSES,
+    Study,
+    describe_inputs,
+    fitted_checkpoint,
+    random_checkpoint,
+    shipped_checkpoint,
+    studies,
+)
 from bench_inference_measure import agreement, interleaved, labels_on_grid, machine, median
 from bench_inference_measure import peak_memory as measure_memory
 from bench_inference_pipelines import MedversePipeline, MonaiReference, RunResult
 
-from medverse.engine.backends import cpu_has_bf16
+from medverse.engine.cpu_isa import cpu_isa
 from medverse.io.dicom import read_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,18 +61,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--repeats", type=int, help="runs per study (default: 1 quick, 3 full)")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint to use, or 'random' (fixed seed; timing only); default: the fitted "
+        "weights models/ ships, else the cached fit, else fit them (about an hour on 2 cores)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "auto"),
+        default="fp32",
+        help="medverse's network arithmetic: fp32 (default, also on CPUs with bf16) or auto",
+    )
+    parser.add_argument("--no-bundle", action="store_true", help="skip the bundle-runner race")
     return parser.parse_args(argv)
 
 
-def medverse_options(device: str) -> dict[str, Any]:
-    """Medverse's fast settings: same overlap as the reference, bf16 where native, skip air."""
-    fast_cpu = device == "cpu" and cpu_has_bf16()
+def choose_checkpoint(weights: str | None) -> tuple[Path, str]:
+    """The weights and where they come from (``shipped``, ``fitted``, ``random`` or a path)."""
+    if weights == "random":
+        return random_checkpoint(), "random (fixed seed; agreement figures do not count)"
+    if weights:
+        return Path(weights), "given"
+    shipped = shipped_checkpoint()
+    if shipped is not None:
+        return shipped, "shipped fitted weights"
+    return fitted_checkpoint(), "fitted here (cached)"
+
+
+def medverse_options(device: str, precision: str) -> dict[str, Any]:
+    """Medverse's fast settings: the reference's overlap, the device's auto backend, skip air."""
     return {
         "device": device,
         "overlap": 0.25,
-        "precision": "bf16" if fast_cpu else "auto",
+        "backend": "auto",
+        "precision": precision,
         "skip_background": True,
     }
+
+
+EAGER_OPTIONS = {"overlap": 0.25, "backend": "torch", "precision": "fp32"}
+"""The agreement reference: every window in float32 torch eager, nothing skipped."""
 
 
 def run_study(
@@ -100,21 +141,24 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device here", file=sys.stderr)
         return 2
     repeats = args.repeats or (1 if args.quick else 3)
-    checkpoint = fitted_checkpoint()
+    checkpoint, origin = choose_checkpoint(args.weights)
     inputs = studies(args.quick)
     pipelines = [
         MonaiReference(checkpoint, args.device),
-        MedversePipeline(checkpoint, "medverse", **medverse_options(args.device)),
+        MedversePipeline(checkpoint, "medverse", **medverse_options(args.device, args.precision)),
     ]
+    eager = MedversePipeline(checkpoint, "torch_fp32_eager", device=args.device, **EAGER_OPTIONS)
     record: dict[str, Any] = {
         "benchmark": "bench_inference.py" + (" --quick" if args.quick else ""),
-        "device": machine(device),
+        "device": {**machine(device), "cpu_isa": str(cpu_isa())},
         "repeats": repeats,
         "checkpoint": checkpoint.name,
+        "weights": origin,
         "inputs": describe_inputs(inputs),
-        "pipelines": {p.name: p.settings() for p in pipelines},
+        "pipelines": {p.name: p.settings() for p in [*pipelines, eager]},
         "studies": {},
     }
+    print(f"weights: {checkpoint} ({origin}); CPU {record['device']['cpu_isa']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         out_root = Path(tmp)
         print(f"warming up both pipelines on {inputs[1].name} (untimed)", flush=True)
@@ -127,13 +171,49 @@ def main(argv: list[str] | None = None) -> int:
                     pipeline = next(p for p in pipelines if p.name == name)
                     result = run_study(pipeline, study, out_root, device)
                     runs.setdefault((study.name, name), []).append(result)
-                    print(f"  {study.name:16s} {name:16s} {result[0].total:7.2f} s", flush=True)
+                    print(f"  {study.name:16s} {name:16s} {result[0].total:7.2f} s "
+                          f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
         for study in inputs:
-            record["studies"][study.name] = summarise(study, pipelines, runs)
+            eager_run = run_study(eager, study, out_root, device)[0]
+            record["studies"][study.name] = summarise(study, pipelines, runs, eager_run)
+        if not args.no_bundle and device.type == "cpu":
+            record["bundle_race"] = bundle_race(checkpoint, inputs[0], out_root, repeats)
     return report(record, pipelines, args.json)
 
 
-def summarise(study: Study, pipelines: list[Any], runs: dict[Any, Any]) -> dict[str, Any]:
+def bundle_race(checkpoint: Path, study: Study, work: Path, repeats: int) -> dict[str, Any]:
+    """The bundle runner vs ``medverse segment --bundle`` on ``study``, whole processes."""
+    bundle = build_bundle(checkpoint, work / "bundle")
+    print(f"bundle race on {study.name}: warm-up (one-time ONNX export, cached)", flush=True)
+    raced = race(bundle, study.path, work / "race", repeats)
+    entry: dict[str, Any] = {
+        "study": study.name,
+        "warmup_with_export_s": raced["warmup_with_export_s"],
+    }
+    for name, results in raced["runs"].items():
+        entry[name] = {
+            "wall_seconds": [round(r.wall_s, 2) for r in results],
+            "cpu_seconds": [round(r.cpu_s, 2) for r in results],
+            "load_average_at_start": [round(r.load_average[0], 2) for r in results],
+            "median_wall_seconds": round(median([r.wall_s for r in results]), 2),
+            "median_cpu_seconds": round(median([r.cpu_s for r in results]), 2),
+            "peak_rss_mib": round(max(r.peak_rss_mib for r in results), 1),
+        }
+    runner, ours = raced["runs"]["monai_bundle_runner"][-1], raced["runs"]["medverse_segment"][-1]
+    native = read_image(study.path)
+    theirs = labels_on_grid(runner.output, native.affine, native.shape)
+    mine = labels_on_grid(ours.output, native.affine, native.shape)
+    entry["agreement_with_runner"] = agreement(mine, theirs, sorted(CLASSES))
+    wall = entry["monai_bundle_runner"]["median_wall_seconds"]
+    entry["speedup"] = round(wall / entry["medverse_segment"]["median_wall_seconds"], 3)
+    cpu = entry["monai_bundle_runner"]["median_cpu_seconds"]
+    entry["speedup_cpu_seconds"] = round(cpu / entry["medverse_segment"]["median_cpu_seconds"], 3)
+    return entry
+
+
+def summarise(
+    study: Study, pipelines: list[Any], runs: dict[Any, Any], eager: RunResult
+) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     for pipeline in pipelines:
         results = runs[(study.name, pipeline.name)]
@@ -152,6 +232,9 @@ def summarise(study: Study, pipelines: list[Any], runs: dict[Any, Any]) -> dict[
     reference = runs[(study.name, pipelines[0].name)][-1][0]
     ours = runs[(study.name, pipelines[1].name)][-1][0]
     entry["agreement"] = compare(study, reference, ours)
+    mine = np.asarray(nib.load(str(ours.output)).dataobj)
+    exact = np.asarray(nib.load(str(eager.output)).dataobj)
+    entry["agreement_vs_fp32_eager"] = agreement(mine, exact, sorted(CLASSES))
     entry["speedup"] = round(
         entry[pipelines[0].name]["median_seconds"] / entry[pipelines[1].name]["median_seconds"], 3
     )
@@ -163,51 +246,80 @@ def report(record: dict[str, Any], pipelines: list[Any], json_path: Path | None)
     studies_ = record["studies"]
     ref_total = sum(s[ref_name]["median_seconds"] for s in studies_.values())
     our_total = sum(s[our_name]["median_seconds"] for s in studies_.values())
-    overall = {grid: _overall(studies_, grid) for grid in ("reference_grid", "input_grid")}
+    grids = ("reference_grid", "input_grid", "fp32_eager")
+    overall = {grid: _overall(studies_, grid) for grid in grids}
     record["device"]["load_average_at_end"] = list(os.getloadavg())
     record["totals"] = {
         "reference_seconds": round(ref_total, 3),
         "medverse_seconds": round(our_total, 3),
         "voxel_agreement_reference_grid": round(overall["reference_grid"], 6),
         "voxel_agreement_input_grid": round(overall["input_grid"], 6),
-        "min_foreground_dice_reference_grid": round(
-            min(
-                s["agreement"]["reference_grid"]["foreground_dice_mean"] for s in studies_.values()
-            ),
+        "voxel_agreement_vs_fp32_eager": round(overall["fp32_eager"], 6),
+        "min_foreground_dice_vs_fp32_eager": round(
+            min(s["agreement_vs_fp32_eager"]["foreground_dice_mean"] for s in studies_.values()),
             4,
         ),
     }
     speedup = ref_total / our_total
     record["speedup_vs_monai_reference"] = round(speedup, 3)
-    columns = ("reference s", "medverse s", "speedup", "agree ref", "agree in", "fg Dice")
-    print(f"{'study':16s} " + " ".join(f"{c:>11s}" for c in (*columns, "ref MiB", "our MiB")))
-    for name, s in studies_.items():
-        ref, ours = s[ref_name], s[our_name]
-        on_ref, on_input = s["agreement"]["reference_grid"], s["agreement"]["input_grid"]
-        print(
-            f"{name:16s} {ref['median_seconds']:11.2f} {ours['median_seconds']:11.2f} "
-            f"{s['speedup']:11.2f} {on_ref['voxel_agreement']:11.5f} "
-            f"{on_input['voxel_agreement']:11.5f} {on_ref['foreground_dice_mean']:11.4f} "
-            f"{ref['peak_rss_mib']:11.0f} {ours['peak_rss_mib']:11.0f}"
-        )
-    print(f"medverse settings: {json.dumps(record['pipelines'][our_name])}")
+    _print_studies(studies_, ref_name, our_name)
+    _print_rows(record, ref_name, our_name)
     print(
-        f"voxel agreement, all studies: {overall['reference_grid']:.5f} on the reference's "
-        f"grid, {overall['input_grid']:.5f} on the input grid"
+        f"voxel agreement, all studies: {overall['fp32_eager']:.5f} vs float32 torch eager "
+        f"(every window), {overall['reference_grid']:.5f} vs the brief pipeline on its grid; "
+        f"weights: {record['weights']}"
     )
+    race = record.get("bundle_race")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {json_path}")
+    print(f"speedup_vs_monai_bundle_runner: {race['speedup']:.2f}" if race else
+          "speedup_vs_monai_bundle_runner: n/a")  # fmt: skip
     print(f"speedup_vs_monai_reference: {speedup:.2f}")
     return 0
 
 
+def _print_studies(studies_: dict[str, Any], ref_name: str, our_name: str) -> None:
+    columns = ("reference s", "medverse s", "speedup", "vs eager", "vs ref", "fg Dice")
+    print(f"{'study':16s} " + " ".join(f"{c:>11s}" for c in (*columns, "ref MiB", "our MiB")))
+    for name, s in studies_.items():
+        ref, ours = s[ref_name], s[our_name]
+        exact, on_ref = s["agreement_vs_fp32_eager"], s["agreement"]["reference_grid"]
+        print(
+            f"{name:16s} {ref['median_seconds']:11.2f} {ours['median_seconds']:11.2f} "
+            f"{s['speedup']:11.2f} {exact['voxel_agreement']:11.5f} "
+            f"{on_ref['voxel_agreement']:11.5f} {exact['foreground_dice_mean']:11.4f} "
+            f"{ref['peak_rss_mib']:11.0f} {ours['peak_rss_mib']:11.0f}"
+        )
+
+
+def _print_rows(record: dict[str, Any], ref_name: str, our_name: str) -> None:
+    """One row per pipeline: seconds on the CT-sized study, CPU ISA, threads, precision."""
+    isa, threads = record["device"]["cpu_isa"], record["device"]["torch_threads"]
+    ours = record["pipelines"][our_name]
+    first = next(iter(record["studies"].values()))
+    rows = [
+        (ref_name, first[ref_name]["median_seconds"], "fp32", ""),
+        (our_name, first[our_name]["median_seconds"], ours["precision"], ours["backend"]),
+    ]
+    race = record.get("bundle_race")
+    if race:
+        for name in ("monai_bundle_runner", "medverse_segment"):
+            backend = ours["backend"] if name == "medverse_segment" else "torch"
+            rows.append((name, race[name]["median_wall_seconds"], "fp32", backend))
+    print(f"{'pipeline':22s} {'CT-sized s':>10s} {'CPU ISA':>8s} {'threads':>7s}  precision")
+    for name, seconds, precision, backend in rows:
+        where = f" ({backend})" if backend else ""
+        print(f"{name:22s} {seconds:10.2f} {isa:>8s} {threads:7d}  {precision}{where}")
+
+
 def _overall(studies: dict[str, Any], grid: str) -> float:
     """Voxel agreement over all studies together (weighted by their voxel counts)."""
-    agreed = sum(s["agreement"][grid]["voxel_agreement"] * s["agreement"][grid]["voxels"]
-                 for s in studies.values())  # fmt: skip
-    return float(agreed / sum(s["agreement"][grid]["voxels"] for s in studies.values()))
+    found = [s["agreement_vs_fp32_eager"] if grid == "fp32_eager" else s["agreement"][grid]
+             for s in studies.values()]  # fmt: skip
+    agreed = sum(a["voxel_agreement"] * a["voxels"] for a in found)
+    return float(agreed / sum(a["voxels"] for a in found))
 
 
 if __name__ == "__main__":

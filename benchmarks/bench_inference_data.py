@@ -106,6 +106,37 @@ def brief_plan() -> Plan:
     )
 
 
+MODELS = REPO / "models"
+
+
+def shipped_checkpoint() -> Path | None:
+    """The fitted brief UNet as the repository ships it under models/ (None if it does not).
+
+    It is the last phase of `fitted_checkpoint` (preset ``unet_brief``, the same 4 classes),
+    so a fresh clone times and checks agreement without fitting for an hour first.
+    """
+    for path in sorted(MODELS.glob("*.pt")):
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # not a torch file we can read safely: not ours
+            continue
+        brief = isinstance(payload, dict) and payload.get("preset") == "unet_brief"
+        if brief and int(payload.get("out_channels", 0)) == len(CLASSES) + 1:
+            return path
+    return None
+
+
+def random_checkpoint() -> Path:
+    """The brief UNet with fixed-seed random weights (timing only: no agreement claim)."""
+    path = cache_dir() / f"unet_brief_random_seed{FIT_SEED}.pt"
+    if not path.exists():
+        torch.manual_seed(FIT_SEED)
+        network = build_network("unet_brief", 1, len(CLASSES) + 1)
+        plan = brief_plan()
+        save_checkpoint(path, network, plan, preset="unet_brief", labels=plan.labels)
+    return path
+
+
 def fitted_checkpoint(log: Callable[[str], None] = print) -> Path:
     """The fitted brief UNet as a medverse checkpoint (fitted on first use, then cached).
 
