@@ -1,5 +1,6 @@
 // Room client: joins a study's room, keeps the server's document, sends typed events.
 
+import type { RehearsalMessage, ToolAction } from "./rehearsal";
 import { applyChange, missesChanges, type Annotation, type Change, type Kind, type RoomDocument, type Vec3 } from "./roomdoc";
 
 export type { Annotation, Kind, RoomDocument, Vec3 } from "./roomdoc";
@@ -19,6 +20,7 @@ export type RoomListener = {
   presence?: (participants: Participant[]) => void;
   pointer?: (id: string, state: PointerState) => void;
   view?: (view: ViewState) => void;
+  rehearsal?: (message: RehearsalMessage) => void;
   rejected?: (detail: string) => void;
   closed?: (reason: string) => void;
 };
@@ -107,6 +109,15 @@ export class RoomClient {
     if (this.isPresenter) this.send({ type: "view", view });
   }
 
+  /** Start a rehearsal of ``structure`` (this participant drives the tool), or stop it. */
+  sendRehearsal(action: "start" | "stop", structure: string): void {
+    this.send({ type: "rehearsal", action, structure });
+  }
+
+  sendTool(action: ToolAction, position: Vec3): void {
+    this.send({ type: "tool", action, position });
+  }
+
   private send(message: Record<string, unknown>): void {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
@@ -143,6 +154,12 @@ export class RoomClient {
       case "view":
         this.lastView = message.view;
         this.listener.view?.(message.view);
+        break;
+      case "rehearsal_start":
+      case "rehearsal_frame":
+      case "rehearsal_stop":
+      case "rehearsal_status":
+        this.listener.rehearsal?.(message as RehearsalMessage);
         break;
       case "rejected":
       case "error":

@@ -5,13 +5,14 @@ import { initialStates, labelColormap, rgbOf, type LabelState } from "./labels";
 import { conventionCaption } from "./layout";
 import { renderAnnotations, renderLabels, renderParticipants } from "./panels";
 import { presetsFor, windowRange } from "./presets";
+import { forceText, RehearsalState } from "./rehearsal";
 import { RoomClient, type Annotation, type PointerState, type Vec3 } from "./room";
-import { merge, sphere, tube } from "./shapes";
+import { merge, sphere, tube, type Shape } from "./shapes";
 import type { VolumeData } from "./slice";
 import { Viewer } from "./viewer";
 import { Immersive, xrUnavailable, type XrMode } from "./xr";
 
-type Tool = "navigate" | "comment" | "landmark" | "distance" | "volume";
+type Tool = "navigate" | "comment" | "landmark" | "distance" | "volume" | "grasp";
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector<T>(selector)!;
 
 export class StudyView {
@@ -26,6 +27,11 @@ export class StudyView {
   readonly madeAt: Record<string, number> = {};
   /** Wall-clock ms (epoch) when an annotation first showed in this page's list, by its id. */
   readonly shownAt: Record<string, number> = {};
+  /** The room's surgical rehearsal as this page sees it (frames, force, who drives). */
+  readonly rehearsal = new RehearsalState(
+    (shape, force, state) => this.showRehearsal(shape, force, state),
+    (action, position) => this.room?.sendTool(action, position),
+  );
   private pending: Vec3 | null = null;
   private lastSent = 0;
   private viewTimer = 0;
@@ -64,6 +70,7 @@ export class StudyView {
     await this.viewer.load({ imageUrl, labelsUrl, headers: this.api.headers, colormap, window });
     this.setPresets(modality, window === null);
     renderLabels(this.labels, () => this.viewer.setLabelColormap(labelColormap(this.labels)));
+    $<HTMLSelectElement>("#rehearse-structure").replaceChildren(...structures.map((s) => new Option(s.name, s.name)));
     this.mark("image", t);
     t = performance.now();
     if (job?.results.includes("meshes.glb")) await this.loadMeshes(job, structures);
@@ -99,6 +106,10 @@ export class StudyView {
       pointer: (id, state) => this.showPointer(id, state),
       view: (view) => {
         if ($<HTMLInputElement>("#follow").checked && !room.isPresenter) this.viewer.applyView(view);
+      },
+      rehearsal: (message) => {
+        if (message.type === "rehearsal_status") this.status(message.text);
+        else this.rehearsal.handle(message, room.me?.id ?? null);
       },
       rejected: (detail) => this.status(detail),
       closed: (reason) => this.status(`room: ${reason}`),
@@ -140,6 +151,24 @@ export class StudyView {
     this.xr.setMarkers(room.doc.annotations, pointers);
   }
 
+  private showRehearsal(shape: Shape | null, force: Vec3 | null, state: RehearsalState): void {
+    this.viewer.setMarker("rehearsal", shape, [236, 112, 99]);
+    $("#force").textContent = force ? forceText(force) : "";
+    $("#rehearse").textContent = state.running ? (state.driving ? "Stop rehearsal" : "Rehearsal running") : "Start rehearsal";
+    if (!state.frames) this.status(state.running ? (state.driving ? "you drive the tool: choose Grasp, then drag on a slice" : "rehearsal running") : "");
+    this.xr.setTool(state.driving ? (action, mm) => (action === "grasp" ? state.press(mm) : action === "move" ? state.drag(mm) : state.release(mm)) : null);
+  }
+
+  /** The Grasp tool: press, drag and release on a slice drive the rehearsal's tool. */
+  private grasp(event: PointerEvent, phase: "press" | "drag" | "release"): void {
+    if (this.tool !== "grasp" || !this.rehearsal.driving) return;
+    const mm = this.viewer.pointAt(event.clientX, event.clientY);
+    if (!mm) return;
+    if (phase === "press") this.rehearsal.press(mm);
+    else if (phase === "drag") this.rehearsal.drag(mm);
+    else this.rehearsal.release(mm);
+  }
+
   private viewChanged(): void {
     if (!this.room?.isPresenter) return;
     window.clearTimeout(this.viewTimer);
@@ -155,7 +184,7 @@ export class StudyView {
 
   /** A click on a slice with a tool selected: annotate at the clicked 3D point. */
   private clicked(event: MouseEvent): void {
-    if (this.tool === "navigate" || !this.room) return;
+    if (this.tool === "navigate" || this.tool === "grasp" || !this.room) return;
     const point = this.viewer.pointAt(event.clientX, event.clientY) ? this.viewer.crosshairMm() : null;
     if (!point) return;
     const note = $<HTMLInputElement>("#note");
@@ -196,6 +225,13 @@ export class StudyView {
 
   private wireControls(): void {
     $("#gl").addEventListener("click", (event) => this.clicked(event));
+    $("#gl").addEventListener("pointerdown", (event) => this.grasp(event, "press"));
+    $("#gl").addEventListener("pointermove", (event) => this.grasp(event, "drag"));
+    $("#gl").addEventListener("pointerup", (event) => this.grasp(event, "release"));
+    $("#rehearse").addEventListener("click", () => {
+      const structure = $<HTMLSelectElement>("#rehearse-structure").value;
+      this.room?.sendRehearsal(this.rehearsal.running ? "stop" : "start", structure);
+    });
     $<HTMLSelectElement>("#layout").addEventListener("change", (event) => this.viewer.setLayout((event.target as HTMLSelectElement).value));
     $<HTMLSelectElement>("#convention").addEventListener("change", (event) => this.setConvention((event.target as HTMLSelectElement).value === "radiological"));
     this.setConvention(true);

@@ -1,10 +1,12 @@
 // Immersive mode (WebXR, three.js): organ meshes at life size, room markers, a movable slice.
 import * as THREE from "three";
-import type { Annotation, PointerState } from "./room";
+import type { Annotation, PointerState, Vec3 } from "./room";
 import { sliceImage, sliceSpacing, type VolumeData } from "./slice";
 import { rgbOf } from "./labels";
 
 export type XrMode = "immersive-vr" | "immersive-ar";
+/** The rehearsal tool driven by the controller: trigger pressed, held and moved, released. */
+export type XrTool = (action: "grasp" | "move" | "release", mm: Vec3) => void;
 export type XrState = {
   presenting: boolean;
   mode: XrMode | null;
@@ -45,6 +47,8 @@ export class Immersive {
   private window: [number, number] = [-160, 240];
   private drag: { startY: number; startSlice: number } | null = null;
   private session: XRSession | null = null;
+  private tool: XrTool | null = null;
+  private toolHeld = false;
 
   constructor(private readonly onChange: (state: XrState) => void) {
     this.root.matrixAutoUpdate = false;
@@ -119,7 +123,7 @@ export class Immersive {
     document.body.appendChild(renderer.domElement);
     const controller = renderer.xr.getController(0);
     controller.addEventListener("selectstart", () => this.startDrag(controller));
-    controller.addEventListener("selectend", () => (this.drag = null));
+    controller.addEventListener("selectend", () => this.endDrag(controller));
     this.scene.add(controller);
     this.renderer = renderer;
     return renderer;
@@ -137,12 +141,37 @@ export class Immersive {
     this.state.organSizeM = [size.x, size.y, size.z];
   }
 
+  /** While a rehearsal runs and this page drives it, the trigger grasps instead of moving the slice. */
+  setTool(tool: XrTool | null): void {
+    this.tool = tool;
+    if (!tool) this.toolHeld = false;
+  }
+
+  /** The controller's position in patient RAS mm (the inverse of the life-size placement). */
+  private controllerMm(controller: THREE.Group): Vec3 {
+    const world = controller.getWorldPosition(new THREE.Vector3());
+    const mm = world.applyMatrix4(this.root.matrixWorld.clone().invert());
+    return [mm.x, mm.y, mm.z];
+  }
+
   private startDrag(controller: THREE.Group): void {
+    if (this.tool) {
+      this.toolHeld = true;
+      this.tool("grasp", this.controllerMm(controller));
+      return;
+    }
     this.drag = { startY: controller.position.y, startSlice: this.state.sliceIndex };
+  }
+
+  private endDrag(controller: THREE.Group): void {
+    this.drag = null;
+    if (this.tool && this.toolHeld) this.tool("release", this.controllerMm(controller));
+    this.toolHeld = false;
   }
 
   private frame(): void {
     const controller = this.renderer!.xr.getController(0);
+    if (this.tool && this.toolHeld) this.tool("move", this.controllerMm(controller));
     if (this.drag && this.volume) {
       const moved_mm = (controller.position.y - this.drag.startY) * 1000;
       this.showSlice(this.drag.startSlice + moved_mm / sliceSpacing(this.volume.affine));

@@ -19,6 +19,8 @@ def install_rooms(app: FastAPI, db: Database) -> None:
     """
     from medverse.service.rooms import router
     from medverse.service.rooms.measure import VolumeMeter
+    from medverse.service.rooms.rehearsals import Rehearsals
 
     app.state.rooms = RoomHub(db, VolumeMeter(db, app.state.storage).volume_ml)
+    app.state.rehearsals = Rehearsals(db, app.state.storage)
     app.include_router(router.router)

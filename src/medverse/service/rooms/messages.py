@@ -71,12 +71,33 @@ class Ping(_Message):
     t: float = Field(0.0, allow_inf_nan=False)
 
 
-ClientMessage = Annotated[EditMessage | Pointer | View | Ping, Field(discriminator="type")]
+class RehearsalControl(_Message):
+    """Start (the sender drives the tool) or stop a rehearsal of a segmented structure."""
+
+    type: Literal["rehearsal"]
+    action: Literal["start", "stop"]
+    structure: str = Field("spleen", pattern=r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ToolMessage(_Message):
+    """The rehearsal driver's tool: move to, grasp at, release at or cut to ``position``."""
+
+    type: Literal["tool"]
+    action: Literal["move", "grasp", "release", "cut"]
+    position: Point3
+
+
+ClientMessage = Annotated[
+    EditMessage | Pointer | View | Ping | RehearsalControl | ToolMessage,
+    Field(discriminator="type"),
+]
 _CLIENT = TypeAdapter(ClientMessage)
 _JOIN = TypeAdapter(Join)
 
 
-def parse_client(text: str) -> EditMessage | Pointer | View | Ping:
+def parse_client(
+    text: str,
+) -> EditMessage | Pointer | View | Ping | RehearsalControl | ToolMessage:
     """Validate one message after the join.
 
     Raises:

@@ -28,6 +28,10 @@ from medverse.sim.tools import SurgicalTool, ToolMode
 MM = 1e-3
 # Quantisation box margin around the rest shape (m): tissue pulled further is clipped on screen.
 BOX_MARGIN_M = 0.05
+# Frames are skipped while no surface vertex moves this far (m) and the force stays the same.
+STILL_M = 0.05 * MM
+# Relative residual of the static solve that settles the body before the rehearsal starts.
+SETTLE_TOLERANCE = 1e-4
 # Supine patient in RAS: gravity points posterior (-A).
 GRAVITY_RAS = (0.0, -9.81, 0.0)
 
@@ -83,26 +87,34 @@ class RoomRehearsal:
         self.low = metres.points.min(axis=0) - BOX_MARGIN_M
         self.span = metres.points.max(axis=0) + BOX_MARGIN_M - self.low
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # tool events and physics steps take turns
         self._thread = threading.Thread(target=self._run, name="rehearsal", daemon=True)
         self._last_cut: np.ndarray | None = None
         self.frames_sent = 0
+        self.start_text = ""
+        self._last_sent: tuple[np.ndarray, list[float]] | None = None
 
     def start(self) -> None:
-        """Send ``rehearsal_start`` and start the physics and haptic threads."""
+        """Settle the body under gravity, send ``rehearsal_start``, start physics and haptics.
+
+        The settled shape is the one ``rehearsal_start`` carries as ``rest_u16``: what every
+        participant sees before the tool touches it (a few millimetres of sag from the mesh).
+        """
+        self.solver.solve_static(tolerance=SETTLE_TOLERANCE)
         local = {int(n): i for i, n in enumerate(self.surface_nodes)}
         faces = np.vectorize(local.__getitem__)(self.faces).astype(np.uint32)
-        self.send_all(
-            json.dumps(
-                {
-                    "type": "rehearsal_start",
-                    "driver": self.driver,
-                    "vertex_count": len(self.surface_nodes),
-                    "faces_u32": _b64(faces),
-                    "box_min_mm": (self.low / MM).tolist(),
-                    "box_size_mm": (self.span / MM).tolist(),
-                }
-            )
+        self.start_text = json.dumps(
+            {
+                "type": "rehearsal_start",
+                "driver": self.driver,
+                "vertex_count": len(self.surface_nodes),
+                "faces_u32": _b64(faces),
+                "box_min_mm": (self.low / MM).tolist(),
+                "box_size_mm": (self.span / MM).tolist(),
+                "rest_u16": _b64(self.quantised(self.solver.positions())),
+            }
         )
+        self.send_all(self.start_text)
         self.haptics.start()
         self._thread.start()
 
@@ -123,12 +135,16 @@ class RoomRehearsal:
             raise NotDriverError("another participant drives the tool")
         position = np.asarray(event.position_mm, dtype=np.float64) * MM
         self.pointer.set_tip(position)
-        if event.action == "grasp":
+        with self._lock:
+            self._apply(event.action, position)
+
+    def _apply(self, action: str, position: np.ndarray) -> None:
+        if action == "grasp":
             self.tool.move_to(position)
             self.tool.grasp()
-        elif event.action == "release":
+        elif action == "release":
             self.tool.set_mode(ToolMode.POKE)
-        elif event.action == "cut":
+        elif action == "cut":
             self._cut(position)
 
     def _cut(self, position: np.ndarray) -> None:
@@ -144,23 +160,40 @@ class RoomRehearsal:
     def _run(self) -> None:
         next_frame = time.perf_counter()
         while not self._stop.is_set():
-            self.tool.move_to(self.pointer.read_tip())
-            self.solver.step()
-            positions = self.solver.positions()
-            grasp = self.tool.grasp_state
+            with self._lock:
+                self.tool.move_to(self.pointer.read_tip())
+                self.solver.step()
+                positions = self.solver.positions()
+                grasp = self.tool.grasp_state
             self.haptics.publish(
                 None if grasp is None else GraspSnapshot(grasp, positions[grasp.nodes])
             )
-            if time.perf_counter() >= next_frame:
-                self.send_all(self.frame(positions))
-                next_frame += self.frame_period
+            if (now := time.perf_counter()) >= next_frame:
+                text = self.frame(positions)
+                if text is not None:
+                    self.send_all(text)
+                next_frame = max(next_frame + self.frame_period, now)
             else:
                 time.sleep(max(0.0, min(self.solver.settings.dt, next_frame - time.perf_counter())))
 
-    def frame(self, positions: np.ndarray) -> str:
-        """Encode one frame: quantised surface vertices and the haptic force readout."""
+    def quantised(self, positions: np.ndarray) -> np.ndarray:
+        """Surface vertices as uint16 over the box (little-endian, x y z per vertex)."""
         surface = (positions[self.surface_nodes] - self.low) / self.span
-        quantised = np.round(np.clip(surface, 0.0, 1.0) * 65535).astype("<u2")
+        return np.round(np.clip(surface, 0.0, 1.0) * 65535).astype("<u2")
+
+    def frame(self, positions: np.ndarray) -> str | None:
+        """Encode one frame: quantised surface vertices and the haptic force readout.
+
+        None when nothing visibly changed since the last frame sent (no surface vertex moved
+        ``STILL_MM`` and the force is the same): a body at rest costs the room nothing.
+        """
+        surface = positions[self.surface_nodes]
+        force = [round(float(f), 4) for f in self.haptics.latest_force]
+        last = self._last_sent
+        if last is not None and force == last[1] and np.abs(surface - last[0]).max() < STILL_M:
+            return None
+        self._last_sent = (surface, force)
+        quantised = self.quantised(positions)
         self.frames_sent += 1
         return json.dumps(
             {
@@ -168,7 +201,7 @@ class RoomRehearsal:
                 "seq": self.frames_sent,
                 "t": time.time(),
                 "vertices_u16": _b64(quantised),
-                "force_n": [round(float(f), 4) for f in self.haptics.latest_force],
+                "force_n": force,
             }
         )
 

@@ -26,11 +26,15 @@ from medverse.service.rooms.messages import (
     EditMessage,
     Ping,
     Pointer,
+    RehearsalControl,
+    ToolMessage,
     View,
     encode,
     parse_client,
     parse_join,
 )
+from medverse.service.rooms.rehearsal import ToolEvent
+from medverse.service.rooms.rehearsals import Rehearsals
 from medverse.service.schemas import ID_PATTERN, ErrorPublic
 from medverse.service.studies.store import check_access, load_study
 
@@ -48,6 +52,12 @@ def hub_of(app: Any) -> RoomHub:
     """The app's room hub (made by ``install_rooms``)."""
     hub: RoomHub = app.state.rooms
     return hub
+
+
+def rehearsals_of(app: Any) -> Rehearsals:
+    """The app's rehearsals (made by ``install_rooms``)."""
+    rehearsals: Rehearsals = app.state.rehearsals
+    return rehearsals
 
 
 @router.get(
@@ -81,6 +91,8 @@ async def room_socket(websocket: WebSocket, study_id: str) -> None:
         return
     hub = hub_of(websocket.app)
     room, participant = await hub.join(study_id, principal.name, principal.role.value)
+    rehearsals = rehearsals_of(websocket.app)
+    rehearsals.welcome(room, participant)
     writer = asyncio.create_task(_write(websocket, participant))
     client = websocket.client.host if websocket.client else "unknown"
     audit = AuditLog(services.db, principal, client)
@@ -90,6 +102,7 @@ async def room_socket(websocket: WebSocket, study_id: str) -> None:
         pass  # the client left, or the writer closed a socket that fell behind
     finally:
         await hub.leave(study_id, participant)
+        await rehearsals.left(room, participant)
         close_outbox(participant)
         await writer
 
@@ -161,6 +174,41 @@ async def _read(
                 _send(participant, encode("error", code=409, detail="you are not the presenter"))
         elif isinstance(message, Ping):
             _send(participant, encode("pong", t=message.t))
+        elif isinstance(message, RehearsalControl | ToolMessage):
+            await _rehearse(rehearsals_of(websocket.app), room, participant, message)
+
+
+_STARTING: set[asyncio.Task[None]] = set()
+
+
+async def _start(rehearsals: Rehearsals, room: Room, participant: Participant, name: str) -> None:
+    try:
+        await rehearsals.start(room, participant, name)
+    except ServiceError as error:
+        _send(participant, encode("error", code=error.status_code, detail=error.detail))
+    except Exception as error:  # the room goes on; the starter is told
+        _LOG.error("rehearsal did not start: %s", type(error).__name__)
+        _send(participant, encode("error", code=500, detail="the rehearsal could not start"))
+
+
+async def _rehearse(
+    rehearsals: Rehearsals,
+    room: Room,
+    participant: Participant,
+    message: RehearsalControl | ToolMessage,
+) -> None:
+    """Start or stop the room's rehearsal, or move its tool; a refusal goes to the sender."""
+    try:
+        if isinstance(message, ToolMessage):
+            rehearsals.drive(room, participant, ToolEvent(message.action, message.position))
+        elif message.action == "start":  # meshing may take a minute: the socket reads on
+            task = asyncio.create_task(_start(rehearsals, room, participant, message.structure))
+            _STARTING.add(task)
+            task.add_done_callback(_STARTING.discard)
+        else:
+            await rehearsals.stop(room, participant)
+    except ServiceError as error:
+        _send(participant, encode("error", code=error.status_code, detail=error.detail))
 
 
 async def _edit(
