@@ -7,7 +7,15 @@ import pytest
 import trimesh
 
 from medverse.cli.main import main
-from medverse.inference.demo import CT_DEMO_MODEL, default_examples_dir, run_demo
+from medverse.inference.demo import (
+    CT_DEMO_MODEL,
+    CT_DICOM,
+    CT_REFERENCE,
+    default_examples_dir,
+    dice_by_name,
+    reference_labels_on,
+    run_demo,
+)
 from medverse.io.dicom import read_series
 from medverse.io.nifti import read_nifti_labels
 from medverse.io.seg import read_seg
@@ -91,3 +99,12 @@ def test_demo_segments_the_ct_with_the_shipped_demonstration_model(demo: Path) -
     seg = hd.seg.segread(demo / "seg.dcm")
     algorithms = {item.SegmentAlgorithmName for item in seg.SegmentSequence}
     assert algorithms == {model.title}  # "medverse unet_brief", not "medverse reference"
+
+
+def test_the_demo_ct_model_finds_the_liver_and_spleen_of_the_demo_ct(demo: Path) -> None:
+    """Another patient than the one it was fitted on, 20 slices: a demonstration, not a claim."""
+    examples = default_examples_dir()
+    reference = reference_labels_on(read_series(examples / CT_DICOM), examples / CT_REFERENCE)
+    names = {1: "liver", 2: "spleen", 3: "kidney", 4: "aorta"}
+    dice = dice_by_name(read_nifti_labels(demo / "labels.nii.gz", names), reference)
+    assert dice["liver"] > 0.6 and dice["spleen"] > 0.4, dice
