@@ -139,7 +139,10 @@ def main() -> None:
         f"device {args.device}; CPU {platform.machine()} ISA: {cpu_isa()}; "
         f"{os.cpu_count()} cores, load average {load[0]:.1f} (shared machine)"
     )
-    print("precision float64; Warp CPU kernels run on one thread; dt 1/60 s, 10 CG iterations")
+    print(
+        "precision float64; Warp CPU kernels run on one thread, each step replayed as one "
+        "recorded Warp graph; dt 1/60 s, 10 CG iterations"
+    )
     print(f"kernel module load (compile on first run, else cache): {compile_s:.1f} s")
     granted = "granted" if baseline["realtime"] else "not granted (no CAP_SYS_NICE)"
     print(f"haptic thread real-time (SCHED_FIFO) priority: {granted}")
