@@ -12,8 +12,9 @@ from tests.browser.conftest import Service
 from tests.browser.pages import open_viewer
 from tests.browser.seed import Seeded
 
-pytestmark = pytest.mark.browser
-# The server meshes the spleen with fTetWild on first use: a minute or two on a loaded box.
+# slow: the server meshes the spleen with fTetWild on first use (minutes on a loaded 2-core box),
+# too long for the default suite; it runs in `make test-all`.
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 MESH_TIMEOUT_MS = 400_000
 REHEARSAL = "window.medverse.view.rehearsal"
 
@@ -109,10 +110,8 @@ def test_driver_pulls_the_spleen_and_the_other_page_shows_it_deformed_with_the_f
     assert latency_ms > 0 and displacement > 1.0
     assert force_text.startswith("force ") and not force_text.startswith("force 0.00 N")
     assert "rehearsal" in b.evaluate("() => window.medverse.view.viewer.markerKeys()")
-    late = latency_ms >= 200
 
     a.dispatch_event("#rehearse", "click")  # the driver stops it; everyone's mesh goes
     b.wait_for_function(f"() => !{REHEARSAL}.running", timeout=30_000)
     assert "rehearsal" not in b.evaluate("() => window.medverse.view.viewer.markerKeys()")
-    if late:  # a known gap, reported with its figure rather than hidden
-        pytest.xfail(f"A's pull reached B's screen in {latency_ms:.0f} ms, not within 200 ms")
+    assert latency_ms < 200, f"A's pull reached B's screen in {latency_ms:.0f} ms"
