@@ -33,6 +33,7 @@ class FlSettings:
     dp_noise: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
+    min_nodes: int = 0  # sites a round needs; 0 = every site (a deployment may tolerate fewer)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.epochs < 1:
@@ -43,6 +44,8 @@ class FlSettings:
             raise ConfigError(
                 f"DP needs noise >= 0 and clip > 0, got {self.dp_noise}, {self.dp_clip}"
             )
+        if not 0 <= self.min_nodes <= self.sites:
+            raise ConfigError(f"min-nodes must be 0-{self.sites} (sites), got {self.min_nodes}")
 
     def to_run_config(self) -> dict[str, str | int | float]:
         """The settings as a flat Flower run config (kebab-case keys, plain values)."""
@@ -66,6 +69,7 @@ class FlSettings:
                 dp_noise=float(str(config.get("dp-noise", 0.0))),
                 dp_clip=float(str(config.get("dp-clip", 1.0))),
                 dp_delta=float(str(config.get("dp-delta", 1e-5))),
+                min_nodes=int(str(config.get("min-nodes", 0))),
             )
         except (KeyError, ValueError) as error:
             raise ConfigError(f"federated run config is incomplete or invalid: {error}") from error

@@ -25,10 +25,11 @@ def _strategy(settings: FlSettings, log: RoundLog) -> Strategy_:
         return metric_record(log.add_round(site_metrics))
 
     n = settings.sites
+    needed = settings.min_nodes or n  # a deployment may go on without a site that died
     common = {
-        "min_train_nodes": n,
-        "min_evaluate_nodes": n,
-        "min_available_nodes": n,
+        "min_train_nodes": needed,
+        "min_evaluate_nodes": needed,
+        "min_available_nodes": needed,
         "evaluate_metrics_aggr_fn": evaluate_aggr,
     }
     if settings.strategy == Strategy.FEDPROX:
