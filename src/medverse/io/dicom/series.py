@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from medverse.core.errors import DicomError, InputError, SeriesSelectionError
 from medverse.core.volume import DicomSource, Volume
-from medverse.io.dicom.geometry import check_frames, ras_affine
+from medverse.io.dicom.geometry import Frame, check_frames, ras_affine
 from medverse.io.dicom.pixels import read_stack, rescale
 from medverse.io.dicom.scan import FolderScan, SeriesInfo, describe_folder
 from medverse.io.nifti import is_nifti_path, read_nifti, write_nifti
@@ -51,8 +54,30 @@ def read_series(
         _refuse_multi_volume(series, path)
         raise
     array = rescale(read_stack(frames), frames)
+    return volume_of_frames(
+        array.transpose(2, 1, 0), frames, series, path, allow_irregular=allow_irregular
+    )
+
+
+def volume_of_frames(
+    array: np.ndarray,
+    frames: Sequence[Frame],
+    series: SeriesInfo,
+    path: Path,
+    *,
+    allow_irregular: bool = False,
+) -> Volume:
+    """A Volume of sorted frames' voxels (x, y, z order) with its affine and DICOM source.
+
+    Args:
+        array: The voxels, already rescaled, axes x, y, z.
+        frames: The frames the voxels came from, sorted along z.
+        series: The series they belong to.
+        path: The folder or file read (recorded as the source).
+        allow_irregular: Accept uneven slice spacing (mean spacing in the affine).
+    """
     return Volume(
-        array=array.transpose(2, 1, 0),
+        array=array,
         affine=ras_affine(frames, allow_irregular=allow_irregular),
         meta={"source": str(path)},
         dicom=DicomSource(

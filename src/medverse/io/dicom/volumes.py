@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from medverse.core.errors import DicomError, InputError
-from medverse.core.volume import DicomSource, Volume
+from medverse.core.volume import Volume
 from medverse.io.atomic import write_text_atomic
 from medverse.io.dicom.dimensions import DIMENSION_ATTRIBUTES
-from medverse.io.dicom.geometry import Frame, check_frames, ras_affine, sort_frames
+from medverse.io.dicom.geometry import Frame, check_frames, sort_frames
 from medverse.io.dicom.pixels import read_stack, rescale
 from medverse.io.dicom.scan import SeriesInfo, describe_folder
-from medverse.io.dicom.series import select_series
+from medverse.io.dicom.series import select_series, volume_of_frames
 from medverse.io.nifti import is_nifti_path, write_nifti, write_nifti_array
 
 __all__ = [
@@ -110,7 +110,7 @@ def read_volumes(path: str | Path, series_uid: str | None = None) -> list[Series
         value = (
             _dimension_values(group[0])[DIMENSION_ATTRIBUTES.index(attribute)] if attribute else ""
         )
-        result.append(SeriesVolume(attribute, value, _volume(array, group, series, path)))
+        result.append(SeriesVolume(attribute, value, volume_of_frames(array, group, series, path)))
     if any(not np.allclose(v.volume.affine, result[0].volume.affine, atol=1e-3) for v in result):
         raise DicomError("the volumes of the series lie on different grids", path)
     return result
@@ -127,24 +127,6 @@ def read_volume(path: str | Path, volume: int, series_uid: str | None = None) ->
     if not 1 <= volume <= len(volumes):
         raise InputError(f"--volume {volume}: the series holds volumes 1..{len(volumes)}", path)
     return volumes[volume - 1].volume
-
-
-def _volume(array: np.ndarray, group: Sequence[Frame], series: SeriesInfo, path: Path) -> Volume:
-    return Volume(
-        array=array,
-        affine=ras_affine(group),
-        meta={"source": str(path)},
-        dicom=DicomSource(
-            series_instance_uid=series.series_uid,
-            study_instance_uid=series.study_uid,
-            frame_of_reference_uid=series.frame_of_reference_uid,
-            sop_class_uid=series.sop_class_uid,
-            sop_instance_uids=tuple(f.sop_instance_uid for f in group),
-            files=tuple(f.path for f in group),
-            modality=series.modality,
-            series_description=series.description,
-        ),
-    )
 
 
 def _distinct_positions(frames: Sequence[Frame]) -> bool:
