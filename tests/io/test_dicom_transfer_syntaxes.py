@@ -1,9 +1,9 @@
 """Every common transfer syntax decodes to the uncompressed file's voxels (issue 13, item 2).
 
 One real CT slice (the demo series, 12-bit) is written uncompressed, then re-encoded in the
-test set-up by DCMTK's encoders (Debian ``dcmtk``) or pydicom's JPEG 2000 encoder
-(pylibjpeg-openjpeg); medverse's decoder must give back the same voxels (lossy syntaxes:
-within the stated tolerance).
+test set-up by DCMTK's encoders (Debian ``dcmtk``), pydicom's JPEG 2000 encoder
+(pylibjpeg-openjpeg) or OpenJPH's HTJ2K encoder (imagecodecs, test-only); medverse's decoder
+must give back the same voxels (lossy syntaxes: within the stated tolerance).
 """
 
 from __future__ import annotations
@@ -89,3 +89,43 @@ def test_pydicom_encoded_slice_decodes_to_the_uncompressed_voxels(
     ds.save_as(encoded)
     assert pydicom.dcmread(encoded).file_meta.TransferSyntaxUID == syntax
     assert np.array_equal(decode_file(encoded), decode_file(plain))
+
+
+# HTJ2K (PS3.5 A.4.11): name -> (transfer syntax UID, encoder options, max |error| / range)
+HTJ2K_SYNTAXES = {
+    "htj2k_lossless": ("1.2.840.10008.1.2.4.201", {"reversible": True}, 0.0),
+    "htj2k_lossless_rpcl": ("1.2.840.10008.1.2.4.202", {"reversible": True, "tlm": True}, 0.0),
+    "htj2k_lossy": ("1.2.840.10008.1.2.4.203", {"reversible": False, "level": 0.0005}, 0.05),
+}
+RPCL = 2  # the progression order byte of the COD marker
+
+
+@pytest.mark.parametrize("name", sorted(HTJ2K_SYNTAXES))
+def test_htj2k_encoded_slice_decodes_to_the_uncompressed_voxels(name: str, tmp_path: Path) -> None:
+    """The CT slice encoded by OpenJPH (imagecodecs, test-only) and wrapped as HTJ2K DICOM."""
+    imagecodecs = pytest.importorskip("imagecodecs", reason="pip install -r requirements-dev.txt")
+    from pydicom.encaps import encapsulate
+
+    syntax, options, tolerance = HTJ2K_SYNTAXES[name]
+    plain = _plain(tmp_path)
+    ds = pydicom.dcmread(plain)
+    codestream = imagecodecs.htj2k_encode(ds.pixel_array, **options)
+    if syntax.endswith(".202"):  # RPCL progression and TLM marker segments (PS3.5 A.4.11)
+        cod = codestream.index(b"\xff\x52")  # COD: marker, Lcod (2), Scod (1), progression
+        assert codestream[cod + 5] == RPCL and b"\xff\x55" in codestream
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = syntax
+    encoded = tmp_path / f"{name}.dcm"
+    ds.save_as(encoded, enforce_file_format=True)
+    assert pydicom.dcmread(encoded, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+    expected = decode_file(plain).astype(np.int64)
+    decoded = decode_file(encoded).astype(np.int64)
+    assert decoded.shape == expected.shape
+    error = np.abs(decoded - expected)
+    if tolerance == 0.0:
+        assert np.array_equal(decoded, expected)
+    else:  # lossy: not the same voxels, but within the tolerance and close on average
+        value_range = float(expected.max() - expected.min())
+        assert 0 < error.max() <= tolerance * value_range
+        assert error.mean() <= 0.005 * value_range
