@@ -1,23 +1,28 @@
 """Cross-site decision support: MoE vs logistic regression, gradient boosting, equal-size MLP.
 
 Heart disease (UCI, four hospitals). Main split: train on Cleveland + Hungarian, test on
-Switzerland + VA Long Beach; then leave-one-site-out. Every model's settings are chosen first
-by leave-one-site-out validation inside Cleveland + Hungarian (``medverse.decision.tuning``:
-the same shared grid and seed-ensemble size for MoE and dense MLP, a grid of their own knobs
-for logistic regression and boosting); the test sites play no part in it. Each model and its
-Platt calibration (fitted on out-of-fold logits) sees only the training sites. At test time,
-an optional prior-shift correction (Saerens et al. 2002 EM, ``prior_shift``) re-weights each
-model's calibrated probabilities to the prevalence it estimates from the *unlabelled* test
-patients; it is applied to every model and reported separately ("shifted").
-Prints AUROC / AUPRC with 95 % stratified bootstrap CIs, ECE before and after calibration,
-Brier, and both after the prior-shift correction; writes a reliability diagram PNG (calibrated
-| calibrated + prior shift) and a results JSON (tuning trials included) into benchmarks/results/.
-The leave-one-site-out splits reuse the settings chosen on Cleveland + Hungarian, so where
-Cleveland or Hungarian is held out, that site took part in the tuning (flagged in the JSON).
+Switzerland + VA Long Beach. The order of decisions, each fixed before the next is computed:
+
+1. Model settings: every model's settings are chosen by leave-one-site-out validation
+   inside Cleveland + Hungarian (``medverse.decision.tuning``; mean held-out AUROC; the MoE's
+   grid also has a shared linear expert and a gate on the mask only); Switzerland and VA play
+   no part in it.
+2. Calibration method: the rule of ``medverse.decision.calibration_rule`` (fixed in code
+   before this run) picks one of none / Platt / temperature / isotonic / Platt + EM / Platt +
+   BBSE by the lowest mean ECE over leave-one-site-out over all four hospitals, each held-out
+   hospital's labels used only for scoring there.
+3. The cross-site table: models and calibrations fitted on Cleveland + Hungarian only (EM and
+   BBSE also read the unlabelled Switzerland + VA features), scored with the chosen method.
+
+Prints AUROC / AUPRC with 95 % stratified bootstrap CIs, a paired bootstrap of the MoE minus
+the best baseline, ECE per calibration method and Brier; writes a reliability diagram PNG
+(Platt | chosen method) and a results JSON (tuning trials and the rule's evidence included)
+into benchmarks/results/. The leave-one-site-out rows reuse the settings chosen on Cleveland
++ Hungarian, so where Cleveland or Hungarian is held out, that site took part in the tuning.
 The last two lines are ``moe_auroc_cross_site: X`` and ``best_baseline_auroc_cross_site: X``.
 
-    .venv/bin/python benchmarks/bench_decision.py [--bootstrap 1000] [--no-loso]
-        [--ensemble 5] [--tuning-from benchmarks/results/bench_decision-cpu-DATE.json]
+    .venv/bin/python benchmarks/bench_decision.py [--bootstrap 1000] [--ensemble 5]
+        [--tuning-from benchmarks/results/bench_decision-tuning-cpu-DATE.json] [--tune-only]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 import torch
 
 from medverse.decision.calibration import plot_reliability_panels
+from medverse.decision.calibration_rule import choose_calibration
 from medverse.decision.candidates import BASELINES, ModelKind, ModelSettings
 from medverse.decision.data import Table, load_heart_disease
 from medverse.decision.evaluation import (
@@ -44,13 +50,8 @@ from medverse.decision.evaluation import (
     leave_one_site_out,
     paired_auroc_difference,
 )
-from medverse.decision.tuning import (
-    TUNING_ENSEMBLE,
-    Trial,
-    chosen_settings,
-    prior_shift_validation,
-    tune_all,
-)
+from medverse.decision.recalibration import CalibrationMethod
+from medverse.decision.tuning import TUNING_ENSEMBLE, Trial, chosen_settings, tune_all
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -81,11 +82,7 @@ def tuned(table: Table, ensemble: int, log: Callable[[str], None]) -> dict[str, 
         log(f"  tuning {kind} #{counts[kind]}: validation AUROC {trial.mean_auroc:.3f}")
 
     trials = tune_all(table.select(TRAIN), TUNING_ENSEMBLE, on_trial)
-    settings = chosen_settings(trials, ensemble)
-    log("  checking the prior-shift corrections inside the training sites ...")
-    shift = prior_shift_validation(table.select(TRAIN), settings)
-    log(f"  mean held-out ECE {shift['mean_ece']}: prior-shift method {shift['chosen']!r}")
-    return {"trials": trials, "settings": settings, "prior_shift_validation": shift}
+    return {"trials": trials, "settings": chosen_settings(trials, ensemble)}
 
 
 def print_split(split: SplitResult, method: str) -> None:
@@ -93,34 +90,34 @@ def print_split(split: SplitResult, method: str) -> None:
         f"\ntrain {'+'.join(split.train_sites)} -> test {'+'.join(split.test_sites)} "
         f"({len(split.labels)} patients, prevalence {split.labels.mean():.2f})"
     )
+    names = [str(m) for m in CalibrationMethod]
     print(
-        f"{'model':<20}{'AUROC [95% CI]':<24}{'AUPRC [95% CI]':<24}ECE raw ECE cal Brier "
-        "| prior shift EM: prev ECE Brier | BBSE: prev ECE Brier"
+        f"{'model':<20}{'AUROC [95% CI]':<24}{'AUPRC [95% CI]':<24}"
+        + "".join(f"{'ECE ' + m:<16}" for m in names)
+        + f"Brier ({method})"
     )
     for kind, s in split.scores.items():
-        shift = "".join(
-            f"| {m:<4} {r.prevalence:.3f} {r.ece:.3f} {r.brier:.3f} " for m, r in s.shifted.items()
-        )
+        eces = "".join(f"{s.methods[m].ece:<16.3f}" for m in names)
         print(
-            f"{kind!s:<20}{s.auroc.text():<24}{s.auprc.text():<24}"
-            f"{s.ece_raw:<8.3f}{s.ece:<8.3f}{s.brier:<6.3f}{shift}"
+            f"{kind!s:<20}{s.auroc.text():<24}{s.auprc.text():<24}{eces}"
+            f"{s.methods[method].brier:.3f}"
         )
-    print(f"(prior-shift method chosen inside the training sites beforehand: {method})")
+    print(f"(calibration method chosen by the rule beforehand: {method})")
 
 
 def reliability_png(split: SplitResult, out: Path, stamp: str, method: str) -> Path:
     labels = split.labels
+    title = "Switzerland + VA: {} fitted on Cleveland + Hungarian"
+    shown = [str(CalibrationMethod.PLATT)]
+    if method != CalibrationMethod.PLATT:
+        shown.append(method)
     panels = {
-        "Switzerland + VA: Platt-calibrated on Cleveland + Hungarian only": {
-            str(k): (s.calibrated, labels) for k, s in split.scores.items()
-        }
-    }
-    for name in ("em", "bbse"):
-        chosen = " (chosen beforehand)" if name == method else ""
-        panels[f"+ {name.upper()} prior shift from unlabelled test features{chosen}"] = {
-            f"{k}, est. prev {s.shifted[name].prevalence:.2f}": (s.shifted[name].probs, labels)
+        title.format(m) + (" (chosen by the rule)" if m == method else ""): {
+            f"{k}, mean p {s.methods[m].prevalence:.2f}": (s.methods[m].probs, labels)
             for k, s in split.scores.items()
         }
+        for m in shown
+    }
     return plot_reliability_panels(panels, out / f"bench_decision-reliability-cpu-{stamp}.png")
 
 
@@ -128,7 +125,6 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--no-loso", action="store_true", help="skip leave-one-site-out")
     parser.add_argument("--ensemble", type=int, default=5, help="seeds per network")
     parser.add_argument(
         "--tuning-from", type=Path, help="reuse chosen_settings of an earlier results JSON"
@@ -148,9 +144,7 @@ def choose(args: argparse.Namespace, table: Table, log: Callable[[str], None]) -
     settings = {
         ModelKind(k): ModelSettings.from_dict(v) for k, v in earlier["chosen_settings"].items()
     }
-    shift = earlier["prior_shift_validation"]
-    return {"trials": None, "settings": settings, "from": earlier.get("tuning"),
-            "prior_shift_validation": shift}  # fmt: skip
+    return {"trials": None, "settings": settings, "from": earlier.get("tuning")}
 
 
 def main() -> None:
@@ -171,9 +165,13 @@ def main() -> None:
     settings: dict[ModelKind, ModelSettings] = choice["settings"]
     config = EvalConfig(settings=settings, bootstrap=args.bootstrap)
     on_model: Callable[[ModelKind], None] = lambda kind: log(f"  fitting {kind} ...")  # noqa: E731
+    log("leave-one-site-out over the four hospitals (evidence for the calibration rule) ...")
+    loso = leave_one_site_out(table, config=config, on_model=on_model)
+    calibration = choose_calibration(loso)
+    log(f"  mean held-out ECE {calibration['mean_ece']}: method {calibration['chosen']!r}")
+    log("cross-site split, scored with that method ...")
     main_split = evaluate_split(table, TRAIN, TEST, config=config, on_model=on_model)
-    loso = [] if args.no_loso else leave_one_site_out(table, config=config, on_model=on_model)
-    report(args, info, choice, main_split, loso, time.perf_counter() - started)
+    report(args, info, choice, calibration, (main_split, loso), time.perf_counter() - started)
 
 
 def write_tuning(args: argparse.Namespace, info: dict[str, Any], choice: dict[str, Any]) -> None:
@@ -186,7 +184,6 @@ def write_tuning(args: argparse.Namespace, info: dict[str, Any], choice: dict[st
         "machine": info,
         "chosen_settings": {str(k): v.to_dict() for k, v in choice["settings"].items()},
         "tuning": tuning_json(choice),
-        "prior_shift_validation": choice["prior_shift_validation"],
     }
     path.write_text(json.dumps(data, indent=1))
     for kind, trials in choice["trials"].items():
@@ -194,6 +191,20 @@ def write_tuning(args: argparse.Namespace, info: dict[str, Any], choice: dict[st
             f"{kind!s:<20} best validation AUROC {trials[0].mean_auroc:.4f}: {trials[0].to_dict()}"
         )
     print(f"wrote {path}")
+
+
+SELECTION = {
+    "order": [
+        "1. settings of every model: leave-one-site-out inside cleveland+hungarian (mean "
+        "held-out AUROC, ensemble of 3 seeds per trial); switzerland/va unused",
+        "2. calibration method: medverse.decision.calibration_rule.RULE (fixed in code and "
+        "committed before this run) applied to leave-one-site-out over all four hospitals",
+        "3. cross-site table (train cleveland+hungarian, test switzerland+va) with that "
+        "method; nothing chosen after it",
+    ],
+    "caveat": "switzerland's and va's labels score the calibration methods when each is the "
+    "held-out hospital in step 2 (never used to fit a reported model or calibration)",
+}
 
 
 def tuning_json(choice: dict[str, Any]) -> Any:
@@ -210,15 +221,16 @@ def report(
     args: argparse.Namespace,
     info: dict[str, Any],
     choice: dict[str, Any],
-    main_split: SplitResult,
-    loso: list[SplitResult],
+    calibration: dict[str, Any],
+    splits: tuple[SplitResult, list[SplitResult]],
     seconds: float,
 ) -> None:
+    main_split, loso = splits
     best = main_split.best(BASELINES)
     moe = main_split.scores[ModelKind.MOE]
     difference = paired_auroc_difference(main_split, ModelKind.MOE, best.kind, args.bootstrap)
     stamp = datetime.now(UTC).strftime("%Y%m%d")
-    method = choice["prior_shift_validation"]["chosen"]
+    method = calibration["chosen"]
     png = reliability_png(main_split, args.out, stamp, method)
     result = {
         "benchmark": "bench_decision",
@@ -227,8 +239,17 @@ def report(
         "config": {"bootstrap": args.bootstrap, "folds": 5, "ensemble": args.ensemble},
         "chosen_settings": {str(k): v.to_dict() for k, v in choice["settings"].items()},
         "tuning": tuning_json(choice),
-        "prior_shift_validation": choice["prior_shift_validation"],
+        "selection_procedure": SELECTION,
+        "calibration_rule": calibration,
         "cross_site": main_split.to_dict(),
+        "cross_site_with_chosen_calibration": {
+            str(k): {
+                "method": method,
+                "ece": s.methods[method].ece,
+                "brier": s.methods[method].brier,
+            }
+            for k, s in main_split.scores.items()
+        },
         "moe_minus_best_baseline_auroc": vars(difference),
         "best_baseline": str(best.kind),
         "leave_one_site_out": [s.to_dict() for s in loso],
@@ -241,6 +262,7 @@ def report(
     for split in [main_split, *loso]:
         print_split(split, method)
     print(f"\nMoE - {best.kind} AUROC (paired bootstrap): {difference.text()}")
+    print(f"MoE ECE cross-site with the chosen method ({method}): {moe.methods[method].ece:.3f}")
     print(f"ratio MoE / best baseline AUROC: {moe.auroc.value / best.auroc.value:.3f}")
     print(f"wrote {path} and {png}")
     print(f"moe_auroc_cross_site: {moe.auroc.value:.4f}")

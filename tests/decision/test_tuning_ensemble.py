@@ -55,9 +55,9 @@ def test_site_validation_scores_each_held_out_training_site(heart: Table) -> Non
     ranked = tune(ModelKind.LOGISTIC, train, grid)
     assert [set(t.auroc_by_site) for t in ranked] == [{"cleveland", "hungarian"}] * 2
     assert ranked[0].mean_auroc >= ranked[1].mean_auroc > 0.8
-    assert len(network_grid(ModelKind.MOE, MoEConfig(), 3)) == 2 * len(
-        network_grid(ModelKind.DENSE_MLP, MoEConfig(), 3)
-    )
+    moe_grid = network_grid(ModelKind.MOE, MoEConfig(), 3)
+    assert len(moe_grid) == 8 * len(network_grid(ModelKind.DENSE_MLP, MoEConfig(), 3))
+    assert {s.moe.shared_linear for s in moe_grid} == {False, True}
     with pytest.raises(InputError, match="two or more training sites"):
         site_validation(ModelKind.LOGISTIC, heart.select(["va"]), grid[0])
 

@@ -33,6 +33,11 @@ def register(subparsers: Any) -> None:
     train.add_argument(
         "--sites", help="comma-separated training sites (default: all sites of the task)"
     )
+    train.add_argument(
+        "--settings",
+        type=Path,
+        help="bench_decision results JSON whose chosen MoE settings to use (default: defaults)",
+    )
     train.set_defaults(func=run_train)
 
 
@@ -61,10 +66,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train and print the model card's headline."""
-    from medverse.decision.api import train_decision_model
+    from medverse.decision.api import settings_from_results, train_decision_model
 
     sites = [s.strip() for s in args.sites.split(",")] if args.sites else None
-    model = train_decision_model(args.task, args.data, args.out, train_sites=sites)
+    fit, moe = settings_from_results(args.settings) if args.settings else (None, None)
+    model = train_decision_model(args.task, args.data, args.out, sites, fit, moe)
     card = model.card
     print(
         f"trained {model.name} on {', '.join(card['training_sites'])} "

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medverse.core.errors import InputError
+from medverse.core.errors import ConfigError, InputError
 from medverse.decision.calibration import PlattScaling
 from medverse.decision.candidates import ModelKind, ModelSettings, build_moe, out_of_fold_logits
 from medverse.decision.data import load_task
@@ -76,6 +76,23 @@ def train_decision_model(
     return model
 
 
+def settings_from_results(path: Path) -> tuple[FitConfig, MoEConfig]:
+    """The MoE's chosen settings in a ``bench_decision`` results JSON, for one network.
+
+    The benchmark averages a seed ensemble; a model file holds one network, so ``ensemble``
+    is set to 1 (seed 0).
+
+    Raises:
+        InputError: Naming the file if it is unreadable or has no chosen MoE settings.
+    """
+    try:
+        chosen = json.loads(Path(path).read_text())["chosen_settings"][ModelKind.MOE]
+        settings = ModelSettings.from_dict(chosen)
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
+        raise InputError(f"no chosen MoE settings ({error})", path) from error
+    return dataclasses.replace(settings.fit, ensemble=1), settings.moe
+
+
 def schema_title(model: DecisionModel) -> str:
     """Plot title: the model and its training sites."""
     return f"{model.name}: {', '.join(model.card['training_sites'])}"
@@ -121,7 +138,9 @@ def model_card_markdown(model: DecisionModel) -> str:
         f"- Calibration: Platt scaling on out-of-fold training logits "
         f"(slope {model.calibration.slope:.3f}, intercept {model.calibration.intercept:.3f})",
         f"- Network: {len(card['experts'])} specialty experts, top-{model.network.config.top_k} "
-        f"gate, {card['parameters']} parameters",
+        f"gate on {model.network.config.gate_inputs} inputs"
+        f"{', a shared linear expert' if model.network.config.shared_linear else ''}, "
+        f"{card['parameters']} parameters",
         f"- Intended use: {card['intended_use']}",
         "",
         "| expert | reads |",

@@ -1,4 +1,4 @@
-"""Post-hoc calibration (Platt scaling) and calibration measures: ECE, Brier, reliability plot."""
+"""Post-hoc calibration (Platt, temperature, isotonic) and its measures: ECE, Brier, reliability."""
 
 from __future__ import annotations
 
@@ -37,6 +37,61 @@ class PlattScaling:
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """Return calibrated probabilities."""
         return sigmoid(self.slope * np.asarray(logits, dtype=np.float64) + self.intercept)
+
+
+@dataclass(frozen=True)
+class TemperatureScaling:
+    """``p = sigmoid(logit / temperature)``: one scale, no shift (Guo et al. 2017).
+
+    Attributes:
+        temperature: Divides the model's logit (fitted by likelihood on out-of-fold logits).
+    """
+
+    temperature: float = 1.0
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, labels: np.ndarray) -> TemperatureScaling:
+        """Fit the temperature by maximum likelihood (search over log-temperature)."""
+        from scipy.optimize import minimize_scalar
+
+        x, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+
+        def nll(log_t: float) -> float:
+            z = x / np.exp(log_t)
+            return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+        best = minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded")
+        return cls(float(np.exp(best.x)))
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """Return calibrated probabilities."""
+        return sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)
+
+
+@dataclass(frozen=True)
+class IsotonicCalibration:
+    """A monotone step map from logit to probability, fitted on out-of-fold logits.
+
+    Attributes:
+        logits: Knots (increasing); beyond the ends the end values hold.
+        probs: Probability at each knot (linear in between).
+    """
+
+    logits: tuple[float, ...]
+    probs: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, labels: np.ndarray) -> IsotonicCalibration:
+        """Fit isotonic regression of the labels on the logits (scikit-learn)."""
+        from sklearn.isotonic import IsotonicRegression
+
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        model.fit(np.asarray(logits, dtype=np.float64), labels)
+        return cls(tuple(map(float, model.X_thresholds_)), tuple(map(float, model.y_thresholds_)))
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """Return calibrated probabilities."""
+        return np.interp(np.asarray(logits, dtype=np.float64), self.logits, self.probs)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

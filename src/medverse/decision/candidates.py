@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from medverse.core.errors import ConfigError
-from medverse.decision.calibration import PlattScaling
+from medverse.decision.calibration import IsotonicCalibration, PlattScaling, TemperatureScaling
 from medverse.decision.data import Table
 from medverse.decision.encoding import Encoder
 from medverse.decision.moe import (
@@ -229,13 +229,21 @@ def out_of_fold_logits(
 
 @dataclass
 class CalibratedModel:
-    """A fitted model and its Platt scaling, both from the training sites only."""
+    """A fitted model and its calibrations, all from the training sites only.
+
+    ``calibration`` (Platt) is the default; temperature and isotonic scaling are fitted on the
+    same out-of-fold logits for the comparison of methods (``recalibration``).
+    """
 
     kind: ModelKind
     scorer: Scorer
     calibration: PlattScaling
     train_prevalence: float
     rates: ConfusionRates
+    temperature: TemperatureScaling = field(default_factory=TemperatureScaling)
+    isotonic: IsotonicCalibration = field(
+        default_factory=lambda: IsotonicCalibration((0.0,), (0.5,))
+    )
 
     def probabilities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (uncalibrated risk, calibrated probability)."""
@@ -246,9 +254,12 @@ class CalibratedModel:
 def fit_calibrated(
     kind: ModelKind, train: Table, settings: ModelSettings | None = None, folds: int = 5
 ) -> CalibratedModel:
-    """Fit on all training patients; fit Platt scaling on out-of-fold training logits."""
+    """Fit on all training patients; fit the calibrations on out-of-fold training logits."""
     oof = out_of_fold_logits(kind, train, settings, folds)
     platt = PlattScaling.fit(oof, train.labels)
     rates = ConfusionRates.measure(platt(oof), train.labels)
     scorer = fit_scorer(kind, train, settings)
-    return CalibratedModel(kind, scorer, platt, float(train.labels.mean()), rates)
+    return CalibratedModel(
+        kind, scorer, platt, float(train.labels.mean()), rates,
+        TemperatureScaling.fit(oof, train.labels), IsotonicCalibration.fit(oof, train.labels),
+    )  # fmt: skip

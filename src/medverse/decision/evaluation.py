@@ -18,6 +18,7 @@ from medverse.decision.candidates import (
 )
 from medverse.decision.data import Table
 from medverse.decision.prior_shift import bbse_prior, estimate_prior
+from medverse.decision.recalibration import method_probabilities
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -127,6 +128,8 @@ class ModelScores:
         calibrated: Calibrated probabilities per test patient (for the diagram).
         shifted: Per prior-shift method (``em``, ``bbse``), the correction to the prevalence
             estimated from the unlabelled test patients (``prior_shift``).
+        methods: Per calibration method (``recalibration.CalibrationMethod``), its ECE, Brier
+            and probabilities; ``prevalence`` is the mean probability it gives.
     """
 
     kind: ModelKind
@@ -137,12 +140,15 @@ class ModelScores:
     brier: float
     calibrated: np.ndarray = field(repr=False)
     shifted: dict[str, ShiftScores] = field(default_factory=dict)
+    methods: dict[str, ShiftScores] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly, without the per-patient probabilities."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("calibrated", "shifted")}
+        skip = ("calibrated", "shifted", "methods")
+        data = {k: v for k, v in asdict(self).items() if k not in skip}
         data["kind"] = str(self.kind)
         data["prior_shift"] = {m: r.to_dict() for m, r in self.shifted.items()}
+        data["calibration_methods"] = {m: r.to_dict() for m, r in self.methods.items()}
         return data
 
 
@@ -223,6 +229,10 @@ def score_model(model: CalibratedModel, test: Table, resamples: list[np.ndarray]
     """
     raw, calibrated = model.probabilities(test.features)
     y = test.labels
+    methods = {
+        str(m): ShiftScores(float(p.mean()), expected_calibration_error(p, y), brier_score(p, y), p)
+        for m, p in method_probabilities(model, test.features).items()
+    }
     return ModelScores(
         model.kind,
         with_interval(auroc, y, raw, resamples),
@@ -232,6 +242,7 @@ def score_model(model: CalibratedModel, test: Table, resamples: list[np.ndarray]
         brier_score(calibrated, y),
         calibrated,
         shift_scores(model, calibrated, y),
+        methods,
     )
 
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import nn
 
 from medverse.core.errors import ConfigError
 from medverse.parallel.expert_routing import MoELayer, MoEResult, RoutingConfig
+
+
+class GateInputs(StrEnum):
+    """What the gate reads of the masked input ``[values, mask]``."""
+
+    ALL = "all"  # every encoded value and every mask bit
+    VALUES = "values"  # the values alone (a missing one is its learned default)
+    MASK = "mask"  # which fields were recorded, not their values
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,10 @@ class MoEConfig:
             limit. Inference never drops: a patient always gets all ``top_k`` experts.
         aux_weight: Weight of the load-balancing loss in training.
         dropout: Dropout on each expert's hidden units in training (0: none).
+        shared_linear: Add a linear (logistic) expert over all columns that every patient
+            gets, not routed (a shared expert): the routed MLP experts then learn what a
+            logistic model misses.
+        gate_inputs: What the gate reads (``GateInputs``; kept as a plain string).
     """
 
     hidden: int = 16
@@ -31,12 +44,20 @@ class MoEConfig:
     capacity_factor: float | None = 1.25
     aux_weight: float = 0.01
     dropout: float = 0.0
+    shared_linear: bool = False
+    gate_inputs: str = GateInputs.ALL.value
 
     def __post_init__(self) -> None:
         if self.hidden < 1:
             raise ConfigError(f"hidden must be at least 1, got {self.hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gate_inputs not in set(GateInputs):
+            raise ConfigError(
+                f"gate_inputs must be one of {[g.value for g in GateInputs]}, "
+                f"got {self.gate_inputs!r}"
+            )
+        object.__setattr__(self, "gate_inputs", GateInputs(self.gate_inputs).value)
 
 
 def hidden_mlp(inputs: int, hidden: int, dropout: float) -> nn.Sequential:
@@ -64,6 +85,36 @@ class MaskedInput(nn.Module):
         recorded = torch.isfinite(values)
         filled = torch.where(recorded, values, self.defaults.expand_as(values))
         return torch.cat([filled, recorded.to(values.dtype)], dim=-1)
+
+
+class PickedLinear(nn.Module):
+    """A linear map of some token columns (a gate that reads part of the input).
+
+    Args:
+        picks: Token columns read.
+        out_features: Outputs (experts, for a gate).
+    """
+
+    def __init__(self, picks: list[int], out_features: int) -> None:
+        super().__init__()
+        self.register_buffer("picks", torch.tensor(picks, dtype=torch.long))
+        self.linear = nn.Linear(len(picks), out_features)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Return ``[n, out_features]`` for ``[n, d]`` tokens."""
+        result: torch.Tensor = self.linear(tokens.index_select(1, self.get_buffer("picks")))
+        return result
+
+
+def build_gate(inputs: str, total_columns: int, experts: int) -> nn.Module:
+    """The gate over ``[values, mask]`` tokens of ``total_columns`` encoded columns.
+
+    ``all`` is a plain ``nn.Linear`` (the layout of earlier model files).
+    """
+    if inputs == GateInputs.ALL:
+        return nn.Linear(2 * total_columns, experts)
+    start = 0 if inputs == GateInputs.VALUES else total_columns
+    return PickedLinear(list(range(start, start + total_columns)), experts)
 
 
 class ViewExpert(nn.Module):
@@ -105,7 +156,7 @@ class DecisionOutput:
 
 
 class MoEClassifier(nn.Module):
-    """Binary risk model: masked input, gate over all columns, specialty experts, top-k.
+    """Binary risk model: masked input, top-k gate, specialty experts, optional linear expert.
 
     Args:
         expert_columns: Per expert, the encoded columns it reads.
@@ -124,16 +175,26 @@ class MoEClassifier(nn.Module):
             for cols in expert_columns
         )
         routing = RoutingConfig(len(experts), config.top_k, config.capacity_factor)
-        self.moe = MoELayer(nn.Linear(2 * total_columns, len(experts)), experts, routing, 1)
+        gate = build_gate(config.gate_inputs, total_columns, len(experts))
+        self.moe = MoELayer(gate, experts, routing, 1)
         self.inference_routing = dataclasses.replace(routing, capacity_factor=None)
         self.bias = nn.Parameter(torch.zeros(1))
+        self.shared = nn.Linear(2 * total_columns, 1) if config.shared_linear else None
+
+    def shared_logit(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The shared linear expert's logit ``[T]`` (zeros without one)."""
+        if self.shared is None:
+            return tokens.new_zeros(len(tokens))
+        result: torch.Tensor = self.shared(tokens).squeeze(-1)
+        return result
 
     def forward(self, values: torch.Tensor) -> DecisionOutput:
         """Return logits ``[T]`` for encoded values ``[T, C]`` (NaN = missing)."""
         tokens = self.inputs(values)
         routing = None if self.training else self.inference_routing
         result = self.moe(tokens, config=routing)
-        return DecisionOutput(result.output.squeeze(-1) + self.bias, result)
+        logits = result.output.squeeze(-1) + self.bias + self.shared_logit(tokens)
+        return DecisionOutput(logits, result)
 
 
 class DenseClassifier(nn.Module):

@@ -70,7 +70,7 @@ def _expert_logit(model: DecisionModel, expert: int, mask: torch.Tensor) -> Any:
 
     def forward(filled: torch.Tensor) -> torch.Tensor:
         tokens = torch.cat([filled, mask.expand_as(filled)], dim=-1)
-        result: torch.Tensor = chosen(tokens).squeeze(-1)
+        result: torch.Tensor = chosen(tokens).squeeze(-1) + network.shared_logit(tokens)
         return result
 
     return forward
@@ -78,6 +78,9 @@ def _expert_logit(model: DecisionModel, expert: int, mask: torch.Tensor) -> Any:
 
 def attribute(model: DecisionModel, values: torch.Tensor, expert: int) -> np.ndarray:
     """Integrated gradients of ``expert``'s logit per schema feature, from the learned defaults.
+
+    With a shared linear expert, its logit (which every patient gets) is added to the chosen
+    expert's, so the attributions cover both.
 
     The path runs from the model's learned default for every column to the patient's values,
     so a missing feature (which *is* its default) gets exactly zero.
@@ -99,10 +102,13 @@ def top_features(
 ) -> list[FeatureContribution]:
     """The largest attributions among the features ``expert`` reads and the patient has.
 
-    The others contribute exactly 0 (not read, or sitting at the learned default).
+    The others contribute exactly 0 (not read, or sitting at the learned default). A shared
+    linear expert reads every feature.
     """
     features = model.schema.features
     reads = set(model.schema.experts[expert].features)
+    if model.network.shared is not None:
+        reads = {f.name for f in features}
     order = [
         int(i)
         for i in np.argsort(-np.abs(attributions))

@@ -20,14 +20,16 @@ from medverse.decision.calibration import expected_calibration_error
 from medverse.decision.candidates import ModelKind, ModelSettings, fit_calibrated, fit_scorer
 from medverse.decision.data import Table
 from medverse.decision.evaluation import auroc, shift_scores
-from medverse.decision.moe import MoEConfig
+from medverse.decision.moe import GateInputs, MoEConfig
 from medverse.decision.training import FitConfig
 
 FEATURE_DROPOUT = (0.0, 0.2)
 HIDDEN_DROPOUT = (0.0, 0.3)
 WEIGHT_DECAY = (0.01, 0.1)
 EPOCHS = (30, 60)
-TOP_K = (1, 2)
+TOP_K = (1, 2)  # MoE only, with the two below
+SHARED_LINEAR = (False, True)  # a shared logistic expert beside the routed MLP experts
+GATE_INPUTS = (GateInputs.ALL, GateInputs.MASK)  # gate on everything, or on what was recorded
 LOGISTIC_C = (0.01, 0.1, 1.0, 10.0)
 BOOSTING = tuple(itertools.product((0.03, 0.1), (7, 15)))  # learning rate, leaves
 TUNING_ENSEMBLE = 3
@@ -62,17 +64,23 @@ class Trial:
 
 
 def network_grid(kind: ModelKind, moe: MoEConfig, ensemble: int) -> list[ModelSettings]:
-    """The networks' grid of shared knobs; the MoE also varies ``top_k``.
+    """The networks' grid of shared knobs; the MoE also varies its own routing knobs.
 
-    The dense MLP keeps ``moe``'s parameter budget (only its dropout varies with the grid).
+    Those are ``top_k``, a shared linear expert and the gate's inputs. The dense MLP keeps
+    ``moe``'s parameter budget (only its dropout varies with the grid).
     """
-    top_ks = TOP_K if kind == ModelKind.MOE else (moe.top_k,)
+    own = (
+        itertools.product(TOP_K, SHARED_LINEAR, GATE_INPUTS)
+        if kind == ModelKind.MOE
+        else [(moe.top_k, moe.shared_linear, moe.gate_inputs)]
+    )
     grid = []
-    for rate, drop, decay, epochs, k in itertools.product(
-        FEATURE_DROPOUT, HIDDEN_DROPOUT, WEIGHT_DECAY, EPOCHS, top_ks
+    for (rate, drop, decay, epochs), (k, linear, gate) in itertools.product(
+        itertools.product(FEATURE_DROPOUT, HIDDEN_DROPOUT, WEIGHT_DECAY, EPOCHS), list(own)
     ):
         fit = FitConfig(epochs=epochs, weight_decay=decay, feature_dropout=rate, ensemble=ensemble)
-        grid.append(ModelSettings(fit, replace(moe, dropout=drop, top_k=k)))
+        shape = replace(moe, dropout=drop, top_k=k, shared_linear=linear, gate_inputs=gate)
+        grid.append(ModelSettings(fit, shape))
     return grid
 
 
