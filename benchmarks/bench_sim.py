@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,31 @@ def cpu_isa() -> str:
     return " ".join(names) or "no AVX"
 
 
+@dataclass(frozen=True)
+class CirclePath:
+    """A scripted tip: from ``start``, lifted by ``lift`` and circling in the (u, v) plane.
+
+    A module-level class, so the simulated device pickles into the haptic process.
+    """
+
+    start: np.ndarray
+    lift: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    radius: float = 0.02
+    omega: float = 2.0
+
+    def __call__(self, t: float) -> np.ndarray:
+        """The tip at ``t`` s."""
+        turn = np.sin(self.omega * t) * self.u + (np.cos(self.omega * t) - 1.0) * self.v
+        return self.start + self.lift + self.radius * turn
+
+
+def resting(t: float) -> np.ndarray:
+    """A tip that stays at the origin (the haptic-alone baseline)."""
+    return np.zeros(3)
+
+
 def build(cells: int, device: str) -> tuple[TissueSolver, SurgicalTool, SimulatedDevice]:
     mesh = box_mesh((EDGE_M, EDGE_M, EDGE_M), (cells, cells, cells))
     fixed = np.flatnonzero(mesh.points[:, 2] < 1e-12)
@@ -57,11 +83,8 @@ def build(cells: int, device: str) -> tuple[TissueSolver, SurgicalTool, Simulate
     top = np.array([EDGE_M / 2, EDGE_M / 2, EDGE_M])
     tool.move_to(top)
     tool.grasp()
-
-    def path(t: float) -> np.ndarray:
-        return top + 0.02 * np.array([np.sin(2 * t), np.cos(2 * t) - 1.0, 1.0])
-
-    return solver, tool, SimulatedDevice(path)
+    x, y, z = np.eye(3)
+    return solver, tool, SimulatedDevice(CirclePath(top, 0.02 * z, x, y))
 
 
 def build_organ(path: Path, device: str) -> tuple[TissueSolver, SurgicalTool, SimulatedDevice]:
@@ -76,11 +99,8 @@ def build_organ(path: Path, device: str) -> tuple[TissueSolver, SurgicalTool, Si
     top = mesh.points[np.argmax(y)]
     tool.move_to(top)
     tool.grasp()
-
-    def path_of_tip(t: float) -> np.ndarray:
-        return top + 0.02 * np.array([np.sin(2 * t), 1.0, np.cos(2 * t) - 1.0])
-
-    return solver, tool, SimulatedDevice(path_of_tip)
+    x, y, z = np.eye(3)
+    return solver, tool, SimulatedDevice(CirclePath(top, 0.02 * y, x, z))
 
 
 def physics_alone(
@@ -131,7 +151,7 @@ def main() -> None:
     compile_start = time.perf_counter()
     build(2, args.device)[0].step()
     compile_s = time.perf_counter() - compile_start
-    haptic_only = HapticLoop(SimulatedDevice(lambda t: np.zeros(3))).start()
+    haptic_only = HapticLoop(SimulatedDevice(resting)).start()
     time.sleep(args.seconds)
     baseline = haptic_only.stop().period_stats_ms()
     load = os.getloadavg()

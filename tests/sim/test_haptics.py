@@ -1,4 +1,4 @@
-"""The haptic loop: ticks on its own thread, F = k dx from the latest grasp, traces recorded."""
+"""The haptic loop: ticks in its own process or thread, F = k dx from the latest grasp, traces."""
 
 from __future__ import annotations
 
@@ -10,11 +10,29 @@ import numpy as np
 import pytest
 
 from medverse.core.errors import ConfigError
-from medverse.sim.haptics import GraspSnapshot, HapticLoop, PointerInput, SimulatedDevice
+from medverse.sim.haptics import (
+    GraspSnapshot,
+    HapticLoop,
+    Isolation,
+    PointerInput,
+    SimulatedDevice,
+)
 from medverse.sim.materials import Tissue, material_for
 from medverse.sim.session import RehearsalSession
 from medverse.sim.tools import GraspState, SurgicalTool
 from tests.sim.helpers import box_solver
+
+TOP = np.array([0.03, 0.03, 0.03])
+
+
+def along_x(t: float) -> np.ndarray:
+    """A scripted tip path that pickles (module level), for the haptic process."""
+    return np.array([t, 0.0, 0.0])
+
+
+def lifting(t: float) -> np.ndarray:
+    """The tip rises 2 cm above the box's top centre at 5 cm/s."""
+    return TOP + np.array([0.0, 0.0, min(0.02, 0.05 * t)])
 
 
 def test_tick_renders_k_dx_of_the_published_grasp() -> None:
@@ -29,8 +47,9 @@ def test_tick_renders_k_dx_of_the_published_grasp() -> None:
     np.testing.assert_array_equal(pointer.last_force, force)
 
 
-def test_loop_runs_on_its_own_thread_and_writes_a_trace(tmp_path: Path) -> None:
-    loop = HapticLoop(SimulatedDevice(lambda t: np.array([t, 0.0, 0.0])), rate_hz=1000.0)
+@pytest.mark.parametrize("isolation", list(Isolation))
+def test_loop_runs_on_its_own_and_writes_a_trace(tmp_path: Path, isolation: Isolation) -> None:
+    loop = HapticLoop(SimulatedDevice(along_x), rate_hz=1000.0, isolation=isolation)
     loop.start()
     time.sleep(0.3)
     trace = loop.stop()
@@ -43,15 +62,18 @@ def test_loop_runs_on_its_own_thread_and_writes_a_trace(tmp_path: Path) -> None:
     assert len(rows) == len(trace.times) + 1
 
 
-def test_session_couples_physics_tool_and_haptics() -> None:
+@pytest.mark.parametrize("isolation", list(Isolation))
+def test_session_couples_physics_tool_and_haptics(isolation: Isolation) -> None:
     solver = box_solver((0.06, 0.06, 0.03), (4, 4, 2), material_for(Tissue.SPLEEN), fixed_axis=2)
     tool = SurgicalTool(solver, grasp_radius=0.012, grasp_stiffness=200.0)
-    top = np.array([0.03, 0.03, 0.03])
-    tool.move_to(top)
+    tool.move_to(TOP)
     assert tool.grasp() is not None
-    device = SimulatedDevice(lambda t: top + np.array([0.0, 0.0, min(0.02, 0.05 * t)]))
+    solver.step()  # loads (or compiles) the kernels before the timed run
+    device = SimulatedDevice(lifting)
     frames: list[np.ndarray] = []
-    session = RehearsalSession(solver, tool, device, on_frame=frames.append, frame_hz=60.0)
+    session = RehearsalSession(
+        solver, tool, device, on_frame=frames.append, frame_hz=60.0, isolation=isolation
+    )
     stats = session.run(0.6)
     assert stats.physics_steps > 0 and stats.haptic["rate_hz"] > 0
     assert session.haptics.latest_force[2] < 0  # pulled up: the tissue pulls back down
@@ -61,3 +83,27 @@ def test_session_couples_physics_tool_and_haptics() -> None:
 def test_rate_outside_range_is_refused() -> None:
     with pytest.raises(ConfigError, match="haptic rate"):
         HapticLoop(PointerInput(), rate_hz=1e6)
+
+
+def test_the_haptic_process_sees_the_pointer_this_process_moves() -> None:
+    """F = k dx in the haptic process, from a tip set here and a grasp published here."""
+    pointer = PointerInput(np.zeros(3))
+    loop = HapticLoop(pointer).start()
+    try:
+        grasp = GraspState(np.array([0]), np.zeros((1, 3)), 100.0)
+        loop.publish(GraspSnapshot(grasp, np.array([[0.0, 0.0, 0.01]])))
+        pointer.set_tip(np.array([0.0, 0.0, 0.03]))
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and loop.latest_force[2] > -1.9:
+            time.sleep(0.01)
+    finally:
+        trace = loop.stop()
+    np.testing.assert_allclose(loop.latest_force, [0.0, 0.0, 100.0 * (0.01 - 0.03)], rtol=1e-12)
+    np.testing.assert_allclose(pointer.last_force, loop.latest_force)
+    assert len(trace.times) > 0
+
+
+def test_a_device_that_cannot_reach_the_haptic_process_is_refused() -> None:
+    loop = HapticLoop(SimulatedDevice(lambda t: np.zeros(3)))
+    with pytest.raises(ConfigError, match="isolation='thread'"):
+        loop.start()

@@ -1,31 +1,51 @@
-"""Force feedback: a 1 kHz haptic loop on its own thread, input devices and force traces.
+"""Force feedback: a 1 kHz haptic loop beside the physics, input devices and force traces.
 
 The loop never waits for the physics: each tick it reads the device position, takes the latest
 grasp published by the physics step (sample and hold, 60 Hz or faster), computes F = k * dx
-between the tool and the grasped tissue, sends it to the device and records it. The physics
-and the 60 Hz visuals run elsewhere; only immutable snapshots cross threads.
+between the tool and the grasped tissue, sends it to the device and records it. By default it
+runs in a process of its own (``Isolation.PROCESS``), so no Python the physics runs can delay a
+tick; ``Isolation.THREAD`` keeps it in this process (for devices that cannot be sent to another
+process). The physics and the 60 Hz visuals run elsewhere; only a few shared numbers cross.
 """
 
 from __future__ import annotations
 
-import csv
-import os
+import pickle
 import threading
 import time
+from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
 
 import numpy as np
 
 from medverse.core.errors import ConfigError
-from medverse.io.atomic import atomic_path
+from medverse.sim.haptic_loop import (
+    FORCE,
+    SPAWN,
+    STOP,
+    TIP,
+    ForceTrace,
+    SharedSlots,
+    process_main,
+    request_realtime_priority,
+    run_ticks,
+    tick,
+    trace_of,
+)
 from medverse.sim.tools import GraspState
 
-# SCHED_FIFO priority of the haptic thread (1-99; low: above every normal thread, below the
-# kernel's own real-time work).
-REALTIME_PRIORITY = 10
+# How long start() waits for a haptic process to come up (it imports numpy and medverse).
+PROCESS_START_TIMEOUT_S = 60.0
+
+
+class Isolation(StrEnum):
+    """Where the haptic loop runs."""
+
+    PROCESS = "process"
+    THREAD = "thread"
 
 
 class HapticDevice(Protocol):
@@ -44,7 +64,8 @@ class SimulatedDevice:
     """A scripted device: the tip follows ``path(t)`` (t in seconds since start).
 
     Args:
-        path: Tip position as a function of time.
+        path: Tip position as a function of time (a module-level function or class instance,
+            so that the device can be sent to a haptic process).
     """
 
     def __init__(self, path: Callable[[float], np.ndarray]) -> None:
@@ -65,24 +86,31 @@ class PointerInput:
     """Mouse or WebXR controller input: the latest pointer position is the tip (no motors).
 
     The web client sends positions at its own rate (60-90 Hz); the haptic loop samples the
-    latest one, so the force readout still updates at 1 kHz.
+    latest one, so the force readout still updates at 1 kHz. Tip and force live in shared
+    memory, so a haptic process sees the tip this process sets.
     """
 
     def __init__(self, start: np.ndarray | None = None) -> None:
-        self._tip = np.zeros(3) if start is None else np.asarray(start, dtype=np.float64)
-        self.last_force = np.zeros(3)
+        self._slots = SharedSlots(6)
+        if start is not None:
+            self._slots.view[:3] = np.asarray(start, dtype=np.float64)
 
     def set_tip(self, tip: np.ndarray) -> None:
         """New pointer position (m, simulation frame), e.g. from a WebSocket event."""
-        self._tip = np.asarray(tip, dtype=np.float64).copy()
+        self._slots.view[:3] = np.asarray(tip, dtype=np.float64)
 
     def read_tip(self) -> np.ndarray:
         """The latest pointer position."""
-        return self._tip
+        return self._slots.view[:3].copy()
 
     def render_force(self, force: np.ndarray) -> None:
         """Keep the force for the on-screen readout."""
-        self.last_force = force
+        self._slots.view[3:] = force
+
+    @property
+    def last_force(self) -> np.ndarray:
+        """The force last rendered (N)."""
+        return self._slots.view[3:].copy()
 
 
 @dataclass(frozen=True)
@@ -93,118 +121,110 @@ class GraspSnapshot:
     node_positions: np.ndarray
 
 
-@dataclass
-class ForceTrace:
-    """Recorded haptic ticks: time (s), period since the previous tick (s), force (N)."""
-
-    times: list[float] = field(default_factory=list)
-    periods: list[float] = field(default_factory=list)
-    forces: list[tuple[float, float, float]] = field(default_factory=list)
-    realtime: bool = False
-
-    def period_stats_ms(self) -> dict[str, float]:
-        """Median, p99 and max tick period (ms), mean rate (Hz), realtime (1.0 if granted)."""
-        if not self.periods:
-            raise ConfigError("no haptic ticks recorded")
-        p = np.asarray(self.periods) * 1e3
-        span = self.times[-1] - self.times[0]
-        return {
-            "median_ms": float(np.median(p)),
-            "p99_ms": float(np.percentile(p, 99)),
-            "max_ms": float(p.max()),
-            "rate_hz": (len(self.times) - 1) / span if span > 0 else 0.0,
-            "realtime": float(self.realtime),
-        }
-
-    def write_csv(self, path: str | Path) -> Path:
-        """Write ``t_s,period_ms,fx_n,fy_n,fz_n`` rows, atomically."""
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-            out = csv.writer(handle)
-            out.writerow(["t_s", "period_ms", "fx_n", "fy_n", "fz_n"])
-            for t, dt, f in zip(self.times, self.periods, self.forces):
-                out.writerow([f"{t:.6f}", f"{dt * 1e3:.4f}", *(f"{c:.6g}" for c in f)])
-        return Path(path)
-
-
 class HapticLoop:
-    """Run F = k * dx at ``rate_hz`` on a daemon thread until :meth:`stop`.
+    """Run F = k * dx at ``rate_hz`` beside the physics until :meth:`stop`.
 
     Args:
-        device: Where the tip comes from and the force goes to.
+        device: Where the tip comes from and the force goes to. With ``Isolation.PROCESS`` it
+            is sent to the haptic process, so it must pickle (a ``PointerInput``, or a
+            ``SimulatedDevice`` whose path is a module-level function or class).
         rate_hz: Tick rate (1000 for haptic devices).
-        realtime: Ask the OS for real-time (SCHED_FIFO) priority for the loop's thread, as
-            haptic software does; granted only with CAP_SYS_NICE (else it runs at normal
-            priority, recorded in ``trace.realtime``). The loop sleeps between ticks, so it
-            never starves other threads.
+        realtime: Ask the OS for real-time (SCHED_FIFO) priority for the loop, as haptic
+            software does; granted only with CAP_SYS_NICE (else it runs at normal priority,
+            recorded in ``trace.realtime``). The loop sleeps between ticks, so it never
+            starves other work.
+        isolation: Run the loop in its own process (default) or on a thread of this one.
     """
 
     def __init__(
-        self, device: HapticDevice, *, rate_hz: float = 1000.0, realtime: bool = True
+        self,
+        device: HapticDevice,
+        *,
+        rate_hz: float = 1000.0,
+        realtime: bool = True,
+        isolation: Isolation | str = Isolation.PROCESS,
     ) -> None:
         if not 10.0 <= rate_hz <= 10000.0:
             raise ConfigError(f"haptic rate must be in [10, 10000] Hz, got {rate_hz}")
         self.device = device
         self.period = 1.0 / rate_hz
         self.realtime = realtime
+        self.isolation = Isolation(isolation)
         self.trace = ForceTrace()
-        self.snapshot: GraspSnapshot | None = None  # replaced whole by the physics thread
-        self.latest_tip = device.read_tip()
-        self.latest_force = np.zeros(3)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="haptic-1kHz", daemon=True)
+        self.snapshot: GraspSnapshot | None = None
+        self.slots = SharedSlots()
+        self.slots.view[TIP] = device.read_tip()
+        self._thread: threading.Thread | None = None
+        self._process: Any = None
+        self._conn: Any = None
+        self._flat = array("d")
+
+    @property
+    def latest_tip(self) -> np.ndarray:
+        """The tip the loop read last (m)."""
+        return self.slots.view[TIP].copy()
+
+    @property
+    def latest_force(self) -> np.ndarray:
+        """The force the loop rendered last (N)."""
+        return self.slots.view[FORCE].copy()
 
     def publish(self, snapshot: GraspSnapshot | None) -> None:
-        """Physics side: hand over the latest grasp (one reference swap, no lock needed)."""
+        """Physics side: hand over the latest grasp (a few shared numbers, no lock)."""
         self.snapshot = snapshot
-
-    def start(self) -> HapticLoop:
-        """Start the thread; returns self."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> ForceTrace:
-        """Stop the thread and return the recorded trace."""
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-        return self.trace
+        if snapshot is None:
+            self.slots.publish_grasp(np.zeros(3), 0.0)
+            return
+        anchor = np.mean(snapshot.node_positions - snapshot.grasp.offsets, axis=0)
+        self.slots.publish_grasp(anchor, snapshot.grasp.stiffness)
 
     def tick(self) -> np.ndarray:
-        """One haptic update: read the tip, compute and render F = k * dx; returns F."""
-        tip = self.device.read_tip()
-        snap = self.snapshot
-        force = np.zeros(3) if snap is None else snap.grasp.force_on_tool(snap.node_positions, tip)
-        self.device.render_force(force)
-        self.latest_tip, self.latest_force = tip, force
-        return force
+        """One haptic update here and now: read the tip, compute and render F = k * dx."""
+        return tick(self.slots, self.device)
 
-    def _run(self) -> None:
+    def start(self) -> HapticLoop:
+        """Start the loop (for a process: once it runs); returns self.
+
+        Raises:
+            ConfigError: If the device cannot be sent to a haptic process.
+        """
+        if self.isolation == Isolation.THREAD:
+            self._thread = threading.Thread(target=self._run_thread, name="haptic", daemon=True)
+            self._thread.start()
+            return self
+        ours, theirs = SPAWN.Pipe(duplex=False)
+        args = (self.slots, self.device, self.period, self.realtime, theirs)
+        self._process = SPAWN.Process(target=process_main, args=args, name="haptic", daemon=True)
+        try:
+            self._process.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as err:
+            raise ConfigError(
+                f"the haptic device cannot be sent to the haptic process ({err}); give it a "
+                "picklable path, or use isolation='thread'"
+            ) from err
+        theirs.close()
+        self._conn = ours
+        if not ours.poll(PROCESS_START_TIMEOUT_S):
+            self._process.terminate()
+            raise ConfigError("the haptic process did not start")
+        self.trace.realtime = bool(ours.recv())
+        return self
+
+    def _run_thread(self) -> None:
         if self.realtime:
-            self.trace.realtime = _request_realtime_priority()
-        clock = time.perf_counter
-        deadline = previous = clock()
-        while not self._stop.is_set():
-            force = self.tick()
-            now = clock()
-            self.trace.times.append(now)
-            self.trace.periods.append(now - previous)
-            self.trace.forces.append((float(force[0]), float(force[1]), float(force[2])))
-            previous = now
-            # absolute deadlines keep the mean rate; after a late tick, restart from now
-            # instead of bursting to catch up
-            deadline += self.period
-            if deadline <= now:
-                deadline = now + self.period
-            delay = deadline - clock()
-            if delay > 0:
-                time.sleep(delay)
-        if self.trace.periods:
-            self.trace.periods[0] = self.period  # the first tick has no predecessor
+            self.trace.realtime = request_realtime_priority()
+        self._flat = run_ticks(self.slots, self.device, self.period)
 
-
-def _request_realtime_priority() -> bool:
-    """Give the calling thread SCHED_FIFO priority 10 where the OS allows it; True if granted."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
-    except (AttributeError, OSError):  # not Linux, or no CAP_SYS_NICE
-        return False
-    return True
+    def stop(self) -> ForceTrace:
+        """Stop the loop and return the recorded trace."""
+        self.slots.view[STOP] = 1.0
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        elif self._process is not None:
+            if self._conn.poll(10.0):
+                self._flat = self._conn.recv()
+            self._process.join(timeout=5.0)
+            if self._process.is_alive():
+                self._process.terminate()
+        self.trace = trace_of(self._flat, self.trace.realtime)
+        return self.trace

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medverse.sim.haptics import GraspSnapshot, HapticDevice, HapticLoop
+from medverse.sim.haptics import GraspSnapshot, HapticDevice, HapticLoop, Isolation
 from medverse.sim.solver import TissueSolver
 from medverse.sim.tools import SurgicalTool
 
@@ -44,6 +44,7 @@ class RehearsalSession:
         haptic_rate_hz: Haptic loop rate.
         frame_hz: Rate of ``on_frame`` calls (visual updates).
         on_frame: Called with node positions (m) at most ``frame_hz`` times a second.
+        isolation: Where the haptic loop runs (its own process by default).
     """
 
     def __init__(
@@ -55,11 +56,12 @@ class RehearsalSession:
         haptic_rate_hz: float = 1000.0,
         frame_hz: float = 60.0,
         on_frame: Callable[[np.ndarray], None] | None = None,
+        isolation: Isolation | str = Isolation.PROCESS,
     ) -> None:
         self.solver = solver
         self.tool = tool
         self.device = device
-        self.haptics = HapticLoop(device, rate_hz=haptic_rate_hz)
+        self.haptics = HapticLoop(device, rate_hz=haptic_rate_hz, isolation=isolation)
         self.frame_period = 1.0 / frame_hz
         self.on_frame = on_frame
 
@@ -81,9 +83,9 @@ class RehearsalSession:
             duration_s: Wall-clock duration.
             real_time: Pace physics to one step per ``dt`` (else step as fast as possible).
         """
-        # The physics thread holds the GIL between kernel launches; Python's default 5 ms switch
-        # interval would let it keep the haptic thread waiting for whole milliseconds, so the
-        # interval is shortened for the run (and restored after).
+        # A haptic thread (Isolation.THREAD) needs the GIL the physics holds between kernel
+        # launches; Python's default 5 ms switch interval would let the physics keep it waiting
+        # for whole milliseconds, so the interval is shortened for the run (and restored after).
         interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.haptics.start()

@@ -5,9 +5,10 @@ Why backward Euler: soft tissue on a surgical mesh is stiff against the 60 Hz fr
 substeps per frame and still blow up when a user yanks the tool. One linearised backward-Euler
 step per frame (Baraff & Witkin 1998; stiffness warping, Mueller & Gross 2004) is
 unconditionally stable for the warped stiffness, which is positive semi-definite by
-construction; the linear system (1 + h alpha) M + (h^2 + h beta) K is solved matrix-free by a
-Jacobi-preconditioned conjugate gradient running entirely in Warp kernels (no host sync per
-iteration, so the same code runs on CPU and CUDA). A truncated CG from zero never overshoots
+construction; the linear system (1 + h alpha) M + (h^2 + h beta) K, with K assembled once per
+step from that step's rotations (``blocks``), is solved by a Jacobi-preconditioned conjugate
+gradient running entirely in Warp kernels (no host sync per iteration, so the same code runs
+on CPU and CUDA). A truncated CG from zero never overshoots
 in energy norm, so a fixed iteration budget keeps the step stable, just more damped.
 """
 
@@ -20,13 +21,14 @@ import numpy as np
 import warp as wp
 
 from medverse.core.errors import ConfigError
+from medverse.sim import blocks as kb
 from medverse.sim import kernels as k
 from medverse.sim.materials import Material
 from medverse.sim.tetmesh import TetMesh
 
 # Rotation-extraction passes per step (warm-started from the last step's rotation), and for
 # exact evaluations (energy_and_forces, static solves), which iterate to convergence.
-STEP_ROTATION_PASSES = 4
+STEP_ROTATION_PASSES = 2
 EXACT_ROTATION_PASSES = 100
 # Scalars shared by the CG kernels: r.z, p.Ap, new r.z, b.b, r.r (accumulating), last r.r.
 _N_SCALARS = 6
@@ -121,12 +123,15 @@ class TissueSolver:
         self.quaternion = self._array(np.tile([0.0, 0.0, 0.0, 1.0], (m, 1)), wp.quatd)
         self.spring_k_d = self._array(self.spring_k, f64)
         self.spring_target = wp.zeros(n, dtype=vec, device=self.device)
-        self.forces, self.k_vel, self.rhs = (
-            wp.zeros(n, dtype=vec, device=self.device) for _ in "abc"
+        self.forces, self.rhs = (wp.zeros(n, dtype=vec, device=self.device) for _ in "ab")
+        self.x, self.r, self.z, self.p, self.ap = (
+            wp.zeros(n, dtype=vec, device=self.device) for _ in range(5)
         )
-        self.x, self.r, self.z, self.p, self.kp, self.ap = (
-            wp.zeros(n, dtype=vec, device=self.device) for _ in range(6)
-        )
+        pattern = kb.block_pattern(mesh.tets, n)
+        self.row_start = self._array(pattern.row_start, wp.int32)
+        self.columns = self._array(pattern.columns, wp.int32)
+        self.block_of: wp.array = wp.array(pattern.block_of, dtype=wp.int32, device=self.device)
+        self.blocks = wp.zeros(len(pattern.columns), dtype=wp.mat33d, device=self.device)
         self.energy = wp.zeros(1, dtype=f64, device=self.device)
         self.contact_d = wp.zeros(1, dtype=wp.vec4d, device=self.device)  # centre, radius
         self.scalars = wp.zeros(_N_SCALARS, dtype=f64, device=self.device)
@@ -250,9 +255,16 @@ class TissueSolver:
         self.compute_forces()
         return float(self.energy.numpy()[0]), np.asarray(self.forces.numpy())
 
-    def _stiffness(self, name: str, vec: wp.array, out: wp.array) -> None:
-        """Out += K vec (``out`` must be zero: the kernels that read it clear it again)."""
-        self._run(name, k.stiffness_product, len(self.mesh.tets), [vec, *self._tet_args(), out])
+    def _assemble(self, name: str) -> None:
+        """Assemble the warped stiffness K from this step's rotations into ``self.blocks``."""
+        self.blocks.zero_()
+        args = [self.dm_inv, self.vol, self.mu, self.lam, self.active_d, self.rotation]
+        self._run(
+            name, kb.assemble_blocks, len(self.mesh.tets), [*args, self.block_of, self.blocks]
+        )
+
+    def _blocks(self) -> list[object]:
+        return [self.row_start, self.columns, self.blocks]
 
     def _cg(
         self, coeffs: wp.vec4d, iterations: int, stop_rr: float = 0.0, *, static: bool = False
@@ -265,11 +277,10 @@ class TissueSolver:
         self._run("cg_start", k.cg_start, n, cg_vectors)
         if stop_rr and self.scalars.numpy()[3] <= stop_rr:
             return 0
-        sys_args = [self.mass, self.fixed_d, self.spring_k_d, coeffs, self.ap, self.scalars]
+        sys_args = [*self._blocks(), self.mass, self.fixed_d, self.spring_k_d, coeffs, self.ap]
         update_args = [self.inv_diag, self.p, self.ap, self.x, self.r, self.z, self.scalars]
         for it in range(1, iterations + 1):
-            self._stiffness("K_p", self.p, self.kp)
-            self._run(f"system_{mode}", k.system_product, n, [self.p, self.kp, *sys_args])
+            self._run(f"system_{mode}", k.system_product, n, [self.p, *sys_args, self.scalars])
             self._run("cg_update", k.cg_update, n, update_args)
             self._run("cg_direction", k.cg_direction, n, [self.z, self.p, self.scalars])
             self._run("cg_roll", k.cg_roll, 1, [self.scalars])
@@ -308,17 +319,9 @@ class TissueSolver:
     def _step_launches(self) -> None:
         s, n = self.settings, self.n_nodes
         self.forces.zero_()
-        self.k_vel.zero_()
-        forces_args = [
-            self.pos,
-            self.vel,
-            *self._tet_args(),
-            self.quaternion,
-            STEP_ROTATION_PASSES,
-            self.forces,
-            self.k_vel,
-        ]
-        self._run("step_forces", k.step_forces, len(self.mesh.tets), forces_args)
+        forces_args = [self.pos, *self._tet_args(), self.quaternion, STEP_ROTATION_PASSES]
+        self._run("step_forces", k.step_forces, len(self.mesh.tets), [*forces_args, self.forces])
+        self._assemble("assemble_step")
         coeffs = wp.vec4d(s.dt, s.mass_damping, s.stiffness_damping, 0.0)
         self._run("rhs_dynamic", k.implicit_rhs, n, [*self._rhs_args(), coeffs, self.rhs])
         self._cg(coeffs, s.cg_iterations)
@@ -339,7 +342,7 @@ class TissueSolver:
             self.pos,
             self.vel,
             self.forces,
-            self.k_vel,
+            *self._blocks(),
             self.mass,
             self.fixed_d,
             self.spring_k_d,
@@ -357,12 +360,12 @@ class TissueSolver:
         Velocities are zeroed.
         """
         self.vel.zero_()
-        self.k_vel.zero_()
         self._set_diagonal(static=True)
         coeffs = wp.vec4d(1.0, 0.0, 0.0, 1.0)
         total, stop_rr = 0, 0.0
         for _ in range(newton_iterations):
             self.compute_forces()
+            self._assemble("assemble_static")
             self._launch(k.implicit_rhs, self.n_nodes, [*self._rhs_args(), coeffs, self.rhs])
             if not stop_rr:
                 b = self.rhs.numpy()
