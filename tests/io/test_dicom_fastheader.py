@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from medverse.core.errors import DicomError
-from medverse.io.dicom.fastheader import native_pixels, read_fast_header
+from medverse.io.dicom.fastheader import read_fast_header
 from medverse.io.dicom.header import PIXEL_KEYWORDS, header_of, read_dataset, read_header
+from medverse.io.dicom.layout import native_pixels
 from medverse.io.quiet import quiet_pydicom
 from tests.conftest import CT_SERIES, DCMQI, MR_STUDY
 from tests.io.dicom_helpers import VENDOR_SAMPLES, copy_files, truncate

@@ -17,7 +17,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -105,10 +104,17 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
 _LONG_VRS |= frozenset({b"UR", b"UT", b"UV"})
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_DELIMITERS = frozenset({_ITEM_END, _SEQUENCE_END})
+_HEAD = struct.Struct("<HH2sH").unpack_from
+"""An explicit VR element header: group, element, VR, 16-bit length."""
+_ITEM_HEAD = struct.Struct("<HHI").unpack_from
+"""An item, delimiter or implicit VR element header: group, element, 32-bit length."""
+_U32 = struct.Struct("<I").unpack_from
+_VR_TEXT: dict[bytes, str] = {}
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
-_NATIVE_SYNTAXES = frozenset({_EXPLICIT_LE, _IMPLICIT_LE})
-_ENCAPSULATED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")
+NATIVE_SYNTAXES = frozenset({_EXPLICIT_LE, _IMPLICIT_LE})
+ENCAPSULATED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5")
 
 
 @dataclass(frozen=True)
@@ -147,9 +153,9 @@ def read_fast_header(
     try:
         meta, pos = _walk(data, 132, explicit=True, path=path, meta_only=True)
         syntax = _text(meta.get(0x00020010))
-        if syntax in _NATIVE_SYNTAXES:
+        if syntax in NATIVE_SYNTAXES:
             explicit = syntax == _EXPLICIT_LE
-        elif syntax.startswith(_ENCAPSULATED_PREFIXES):
+        elif syntax.startswith(ENCAPSULATED_PREFIXES):
             explicit = True
         else:
             return None
@@ -167,54 +173,6 @@ def read_fast_header(
     return FastHeader(ds, pixel_offset)
 
 
-def native_pixels(path: Path, data: bytes | mmap.mmap) -> np.ndarray | None:
-    """Uncompressed little-endian greyscale pixel data as ``(frames, rows, columns)``, or None.
-
-    None means "decode with pydicom": compressed, big endian, colour, float, or signed values
-    stored in fewer bits than allocated (those need sign extension).
-
-    Raises:
-        DicomError: If an element runs past the end of the file (truncated).
-    """
-    header = read_fast_header(path, data, pixels_only=True)
-    if header is None or header.pixel_offset < 0:
-        return None
-    ds = header.dataset
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    if syntax not in _NATIVE_SYNTAXES or not _is_plain_greyscale(ds):
-        return None
-    group, element = struct.unpack_from("<HH", data, header.pixel_offset)
-    if (group, element) != (0x7FE0, 0x0010):
-        return None
-    _, length, start = _element_header(data, header.pixel_offset, syntax == _EXPLICIT_LE)
-    frames, rows, columns = int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
-    bits, signed = int(ds.BitsAllocated), int(ds.PixelRepresentation) == 1
-    count = frames * rows * columns
-    if length == _UNDEFINED or length < count * bits // 8 or start + length > len(data):
-        return None  # let pydicom name the problem
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    pixels = np.frombuffer(data, dtype=dtype, count=count, offset=start)
-    return pixels.reshape(frames, rows, columns).copy()
-
-
-def _is_plain_greyscale(ds: Dataset) -> bool:
-    try:
-        bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
-        signed = int(ds.PixelRepresentation) == 1
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-        return (
-            samples == 1
-            and bits in (8, 16, 32)
-            and (not signed or stored == bits)
-            and photometric in ("MONOCHROME1", "MONOCHROME2")
-            and "Rows" in ds
-            and "Columns" in ds
-        )
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
 def _walk(
     data: bytes | mmap.mmap,
     pos: int,
@@ -227,18 +185,28 @@ def _walk(
     """Top-level elements from ``pos``: (kept elements, pixel data offset or the end)."""
     kept: dict[int, RawDataElement | DataElement] = {}
     end = len(data)
+    sequences = not meta_only and not pixels_only
     while pos + 8 <= end:
-        group, element = struct.unpack_from("<HH", data, pos)
+        # the hot loop of a scan (hundreds of elements a file): one unpack per element header
+        group, element, vr_bytes, length = _HEAD(data, pos)
         tag = group << 16 | element
         if meta_only and group != 0x0002:
             return kept, pos
         if tag in _PIXEL_TAGS:
             return kept, pos
         start = pos
-        vr, length, pos = _element_header(data, pos, explicit or group == 0x0002)
+        if explicit or group == 0x0002:
+            vr = _vr(vr_bytes)
+            if vr_bytes in _LONG_VRS:
+                length = _U32(data, pos + 8)[0]
+                pos += 12
+            else:
+                pos += 8
+        else:
+            vr, length, pos = None, _U32(data, pos + 4)[0], pos + 8
         if tag in _FALLBACK:
             raise _NeedsPydicomError
-        if tag in _SEQUENCES and not meta_only and not pixels_only:
+        if sequences and tag in _SEQUENCES:
             keep = _SEQUENCES[tag]
             items, pos = _sequence(data, pos, length, explicit and vr != "UN", path, tag, keep)
             kept[tag] = DataElement(BaseTag(tag), "SQ", items)
@@ -303,7 +271,7 @@ def _item(
         if inner == _ITEM_END:
             return Dataset(elements), pos + 8
         start = pos
-        vr, length, pos = _element_header(data, pos, explicit)
+        vr, length, pos = element_header(data, pos, explicit)
         wanted = keep is None or inner in keep
         is_sequence = (
             vr == "SQ" or length == _UNDEFINED or (vr is None and inner in _KNOWN_SEQUENCES)
@@ -327,28 +295,35 @@ def _item(
     return Dataset(elements), pos
 
 
-def _element_header(
+def element_header(
     data: bytes | mmap.mmap, pos: int, explicit: bool
 ) -> tuple[str | None, int, int]:
     """(VR or None, value length, position of the value) of the element at ``pos``."""
     if not explicit:
-        return None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-    vr = bytes(data[pos + 4 : pos + 6])
-    if not (b"AA" <= vr <= b"ZZ"):
-        raise _NeedsPydicomError  # implicit VR inside an explicit file: let pydicom cope
+        return None, _U32(data, pos + 4)[0], pos + 8
+    _, _, vr, length = _HEAD(data, pos)
     if vr in _LONG_VRS:
-        return vr.decode(), struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-    return vr.decode(), struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        return _vr(vr), _U32(data, pos + 8)[0], pos + 12
+    return _vr(vr), length, pos + 8
+
+
+def _vr(vr: bytes) -> str:
+    """The VR as text; implicit VR inside an explicit file raises (pydicom copes with that)."""
+    text = _VR_TEXT.get(vr)
+    if text is None:
+        if not (b"AA" <= vr <= b"ZZ"):
+            raise _NeedsPydicomError
+        text = _VR_TEXT[vr] = vr.decode()
+    return text
 
 
 def _skip_undefined(data: bytes | mmap.mmap, pos: int, explicit: bool, path: Path, tag: int) -> int:
     """Skip a sequence (or item) of undefined length; return the position after it."""
     end = len(data)
     while pos + 8 <= end:
-        group, element = struct.unpack_from("<HH", data, pos)
+        group, element, length = _ITEM_HEAD(data, pos)
         item_tag = group << 16 | element
-        length = struct.unpack_from("<I", data, pos + 4)[0]
-        if item_tag in (_SEQUENCE_END, _ITEM_END):
+        if item_tag in _DELIMITERS:
             return pos + 8
         if item_tag == _ITEM:
             pos += 8
@@ -357,9 +332,18 @@ def _skip_undefined(data: bytes | mmap.mmap, pos: int, explicit: bool, path: Pat
             else:
                 pos += length
             continue
-        vr, length, pos = _element_header(data, pos, explicit)  # an element inside an item
+        inner_explicit = explicit  # an element inside an item
+        if explicit:
+            vr_bytes = bytes(data[pos + 4 : pos + 6])
+            inner_explicit = _vr(vr_bytes) != "UN"
+            if vr_bytes in _LONG_VRS:
+                length, pos = _U32(data, pos + 8)[0], pos + 12
+            else:  # the 16-bit length is the upper half of what was read as 32 bits
+                length, pos = length >> 16, pos + 8
+        else:
+            pos += 8
         if length == _UNDEFINED:
-            pos = _skip_undefined(data, pos, explicit and vr != "UN", path, tag)
+            pos = _skip_undefined(data, pos, inner_explicit, path, tag)
         else:
             pos += length
     raise DicomError(f"truncated DICOM file (ends inside element {BaseTag(tag)})", path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -13,6 +13,9 @@ from pydicom.dataset import Dataset
 from medverse.core.errors import DicomError
 from medverse.io.dicom.dimensions import classic_dimensions, enhanced_dimensions
 from medverse.io.dicom.values import ascii_values, int_value
+
+if TYPE_CHECKING:
+    from medverse.io.dicom.layout import PixelLayout
 
 ORIENTATION_TOLERANCE = 1e-4
 """Largest difference between direction cosines still counted as the same orientation."""
@@ -47,6 +50,8 @@ class Frame:
             b-value...), as text ("" where absent), which tell the volumes of a series apart.
         mosaic_tiles: For a Siemens mosaic, the tiles per mosaic row (the frame is tile
             ``index`` of the file's one stored image); 0 otherwise.
+        layout: Where the file's pixel data lies (from the header pass), so it is read
+            without parsing the header again; None: decode the file the full way.
     """
 
     path: Path
@@ -62,6 +67,7 @@ class Frame:
     multi_frame: bool = False
     dimensions: tuple[str, ...] = field(default=(), compare=False)
     mosaic_tiles: int = 0
+    layout: PixelLayout | None = field(default=None, compare=False, repr=False)
 
     @property
     def normal(self) -> np.ndarray:

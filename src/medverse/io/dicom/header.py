@@ -6,7 +6,7 @@ import hashlib
 import mmap
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydicom
@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from medverse.core.errors import DicomError, NotDicomError, error_text
 from medverse.io.dicom.fastheader import FastHeader, read_fast_header
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
+from medverse.io.dicom.layout import PixelLayout, layout_of
 from medverse.io.dicom.mosaic import mosaic_count, mosaic_frames
 from medverse.io.dicom.values import ascii_values, int_value
 from medverse.io.quiet import quiet_pydicom
@@ -208,20 +209,23 @@ def _must_hold_pixels(ds: Dataset) -> bool:
 def read_header(path: Path) -> DicomHeader:
     """Read one file's header (no pixel data) as a :class:`DicomHeader`.
 
+    Where the fast path reads it, the frames also note where the pixel data lies
+    (:class:`~medverse.io.dicom.layout.PixelLayout`), so decoding needs no second parse.
+
     Raises:
         NotDicomError: If the file is not DICOM.
         DicomError: If the header is unreadable, damaged or cut short.
     """
     fast = _fast_header(path)
     if fast is not None:
-        return header_of(fast.dataset, path)
+        return header_of(fast[0].dataset, path, layout=fast[1])
     ds = read_dataset(path, pixels=False)
     _check_elements_whole(ds, path)
     return header_of(ds, path)
 
 
-def _fast_header(path: Path) -> FastHeader | None:
-    """The needed elements straight from the bytes; None: read with pydicom instead.
+def _fast_header(path: Path) -> tuple[FastHeader, PixelLayout | None] | None:
+    """The needed elements straight from the bytes, and the pixel layout; None: use pydicom.
 
     Raises:
         DicomError: If the file is cut inside an element.
@@ -233,20 +237,35 @@ def _fast_header(path: Path) -> FastHeader | None:
         ):
             if len(data) < 132 or data[128:132] != b"DICM":
                 return None  # pydicom's path names what is wrong
-            return read_fast_header(path, data)
+            fast = read_fast_header(path, data)
+            return None if fast is None else (fast, _layout(fast, data))
     except (OSError, ValueError, struct.error):  # empty file, unmappable, odd bytes
         return None
 
 
-def header_of(ds: Dataset, path: Path) -> DicomHeader:
+def _layout(fast: FastHeader, data: mmap.mmap) -> PixelLayout | None:
+    try:
+        with quiet_pydicom():
+            return layout_of(fast, data)
+    # Only a shortcut for the pixel read: on odd values the file is decoded the full way.
+    except Exception:
+        return None
+
+
+def header_of(ds: Dataset, path: Path, *, layout: PixelLayout | None = None) -> DicomHeader:
     """Summarise a dataset already read (every value is converted here).
+
+    Args:
+        ds: The dataset (header elements at least).
+        path: The file, named in errors.
+        layout: Where the file's pixel data lies, noted on each frame.
 
     Raises:
         DicomError: If a value is malformed (pydicom converts lazily, so damage shows here).
     """
     try:
         with quiet_pydicom():  # conversion warnings can quote values (patient data)
-            return _summarise(ds, path)
+            return _summarise(ds, path, layout)
     except DicomError:
         raise
     except Exception as error:  # a damaged element surfaces only when it is converted
@@ -264,7 +283,7 @@ def study_and_series_uids(ds: Dataset) -> tuple[str, str]:
     return study_uid, series_uid
 
 
-def _summarise(ds: Dataset, path: Path) -> DicomHeader:
+def _summarise(ds: Dataset, path: Path, layout: PixelLayout | None) -> DicomHeader:
     study_uid, series_uid = study_and_series_uids(ds)
     sop_class = sop_class_uid(ds)
     modality = text_value(ds, "Modality")
@@ -275,6 +294,8 @@ def _summarise(ds: Dataset, path: Path) -> DicomHeader:
             frames = frames_from_header(ds, path)
             if count := mosaic_count(ds, path):
                 frames = mosaic_frames(ds, frames[0], count, path)
+            if layout is not None:
+                frames = [replace(frame, layout=layout) for frame in frames]
         except DicomError as error:
             frame_error = error.one_line()
     return DicomHeader(

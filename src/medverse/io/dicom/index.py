@@ -26,7 +26,7 @@ from medverse.io.atomic import write_bytes_atomic
 
 T = TypeVar("T")
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 """Bumped whenever what a scan stores per file changes (older indexes are then ignored)."""
 DEFAULT_INDEX_DIR = Path.home() / ".cache" / "medverse" / "dicom-index"
 """Where folder indexes are kept unless a caller names another folder."""
@@ -153,6 +153,13 @@ def _save(index_file: Path, entries: dict[str, tuple[_Stat, object]]) -> None:
 
 
 def _prune(index_dir: Path) -> None:
-    indexes = sorted(index_dir.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in indexes[MAX_INDEXES:]:
-        stale.unlink(missing_ok=True)
+    """Drop the least recently written indexes past :data:`MAX_INDEXES`.
+
+    Listing the folder is cheap; the files are only stat'ed when there are too many.
+    """
+    names = [entry for entry in os.scandir(index_dir) if entry.name.endswith(".pickle")]
+    if len(names) <= MAX_INDEXES:
+        return
+    names.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+    for stale in names[MAX_INDEXES:]:
+        Path(stale.path).unlink(missing_ok=True)

@@ -14,13 +14,15 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError, error_text
-from medverse.io.dicom.fastheader import native_pixels
 from medverse.io.dicom.geometry import Frame
 from medverse.io.dicom.header import PIXEL_KEYWORDS, read_dataset
+from medverse.io.dicom.layout import native_pixels, read_layout
 from medverse.io.dicom.mosaic import untile
 
 DECODE_THREADS = min(8, os.cpu_count() or 1)
 """Files decoded at once by :func:`read_stack`."""
+THREAD_MIN_FILES = 4
+"""Compressed files in a stack before they are decoded in threads (fewer: not worth one)."""
 
 
 def read_stack(frames: Sequence[Frame]) -> np.ndarray:
@@ -64,22 +66,30 @@ def read_stack(frames: Sequence[Frame]) -> np.ndarray:
 def _decode_all(
     paths: list[Path], frames: Sequence[Frame], by_file: dict[Path, list[int]]
 ) -> Iterator[tuple[Path, np.ndarray]]:
-    """Decode each file once, in parallel threads, in the order of ``paths``."""
+    """Decode each file once, in the order of ``paths``; compressed ones in parallel threads."""
 
     def one(path: Path) -> np.ndarray:
-        pixels = decode_file(path)
-        mosaic = frames[by_file[path][0]]
-        if mosaic.mosaic_tiles:
+        first = frames[by_file[path][0]]
+        pixels = read_layout(path, first.layout) if first.layout is not None else None
+        if pixels is None:
+            pixels = decode_file(path)
+        if first.mosaic_tiles:
             count = 1 + max(f.index for f in (frames[k] for k in by_file[path]))
-            pixels = untile(pixels[0], mosaic, count)
+            pixels = untile(pixels[0], first, count)
         return pixels
 
-    workers = min(len(paths), DECODE_THREADS)
+    # Uncompressed files are one read each: a thread costs more than it saves on those.
+    compressed = sum(1 for p in paths if _needs_decoder(frames[by_file[p][0]]))
+    workers = min(compressed, DECODE_THREADS) if compressed >= THREAD_MIN_FILES else 1
     if workers <= 1:
         yield from ((path, one(path)) for path in paths)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicom-decode") as pool:
         yield from zip(paths, pool.map(one, paths))
+
+
+def _needs_decoder(frame: Frame) -> bool:
+    return frame.layout is None or not frame.layout.dtype
 
 
 def decode_file(path: Path) -> np.ndarray:
