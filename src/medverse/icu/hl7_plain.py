@@ -89,70 +89,50 @@ def _usable(status: str) -> bool:
     return status in _USABLE_STATUS or _first(status).strip().upper() in _USABLE_STATUS
 
 
-def _observations(obxs: list[list[str]]) -> tuple[dict[Parameter, float], str] | None:
-    """Values by parameter and the first OBX-14; raises ValueError/InputError on a bad value.
+_PAD = [""] * 15
 
-    Each OBX comes without its name: OBX-n is at index n - 1.
+
+def _observation(obx: list[str], values: dict[Parameter, float]) -> str | None:
+    """Add one OBX's value to ``values``; its OBX-14 (or "" when skipped), None to defer.
+
+    ``obx`` holds the segment's fields at their HL7 numbers (OBX-n at index n). Raises
+    ValueError/InputError on a value the full reader names in its NAK.
     """
-    values: dict[Parameter, float] = {}
-    first_time = ""
-    for obx in obxs:
-        if len(obx) < 14:
-            obx = obx + [""] * (14 - len(obx))  # absent fields read as empty, as in hl7_oru
-        reading = _readings.get((obx[2], obx[5])) or _reading(obx[2], obx[5])
-        if reading is None:
-            return None
-        parameter, convert = reading
-        if parameter is None or not (obx[10] in _USABLE_STATUS or _usable(obx[10])):
-            continue
-        raw = obx[4]
-        if convert is None:
-            values[parameter] = _letter(raw)
-        else:
-            number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
-            if not math.isfinite(number):
-                raise ValueError(raw)
-            values[parameter] = convert(number)
-        if not first_time:
-            first_time = _first(obx[13])
-    return values, first_time
+    if len(obx) < 15:
+        obx = obx + _PAD[len(obx) :]  # absent fields read as empty, as in hl7_oru
+    reading = _readings.get((obx[3], obx[6])) or _reading(obx[3], obx[6])
+    if reading is None:
+        return None
+    parameter, convert = reading
+    if parameter is None or not (obx[11] in _USABLE_STATUS or _usable(obx[11])):
+        return ""
+    raw = obx[5]
+    if convert is None:
+        values[parameter] = _letter(raw)
+    else:
+        number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
+        if not math.isfinite(number):
+            raise ValueError(raw)
+        values[parameter] = convert(number)
+    when = obx[14]
+    return when.partition("^")[0] if "^" in when else when
 
 
-Segments = tuple[Segment, Segment | None, Segment | None, list[Segment]]
-
-
-def _segments(text: str) -> Segments:
-    """MSH (fields at their HL7 numbers), the first PID and PV1, and every OBX (no name).
-
-    The usual layout, every OBX after the other segments, is cut where each OBX begins (one
-    split); any other layout goes line by line.
-    """
-    head, *bodies = text.split("\rOBX|")
-    for body in bodies:
-        if "\r" in body:
-            return _segments_by_line(text)
-    msh, pid, pv1, _ = _segments_by_line(head)
-    return msh, pid, pv1, [body.split("|") for body in bodies]
-
-
-def _segments_by_line(text: str) -> Segments:
-    lines = text.split("\r")
-    msh = lines[0].split("|")
-    msh.insert(1, "|")
+def _segments(lines: list[str]) -> tuple[Segment | None, Segment | None, list[str]]:
+    """The first PID and PV1 (split) and every OBX line, of the lines after MSH."""
     pid: Segment | None = None
     pv1: Segment | None = None
-    obxs: list[Segment] = []
-    for line in lines[1:]:
-        name = line[:3]
-        if line[3:4] not in ("|", ""):
-            continue  # a longer segment name ("OBXZ"), not one of these
-        if name == "OBX":
-            obxs.append(line.split("|")[1:])
-        elif name == "PV1" and pv1 is None:
-            pv1 = line.split("|")
-        elif name == "PID" and pid is None:
+    obxs: list[str] = []
+    for line in lines:
+        name = line[:4]
+        if name == "OBX|":
+            obxs.append(line)
+        elif name == "PV1|" or line == "PV1":
+            if pv1 is None:
+                pv1 = line.split("|")
+        elif (name == "PID|" or line == "PID") and pid is None:
             pid = line.split("|")
-    return msh, pid, pv1, obxs
+    return pid, pv1, obxs
 
 
 def read_plain(text: str) -> tuple[VitalSet, Segment] | None:
@@ -161,35 +141,34 @@ def read_plain(text: str) -> tuple[VitalSet, Segment] | None:
     Args:
         text: The decoded message (segments end with CR; LF accepted).
     """
-    text = text.replace("\n", "\r").strip("\r")
+    if "\n" in text:
+        text = text.replace("\n", "\r")
+    text = text.strip("\r")
     if not is_plain(text):
         return None
-    msh, pid, pv1, obxs = _segments(text)
+    lines = text.split("\r")
+    msh = lines[0].split("|")
+    msh.insert(1, "|")
+    pid, pv1, obx_lines = _segments(lines[1:])
     if len(msh) < 11 or pv1 is None or len(pv1) < 4:
         return None
-    kind = msh[9].split("^")
-    control_id = _first(msh[10])
+    kind, control_id = msh[9].split("^"), _first(msh[10])
     location = pv1[3].split("^")
     ward, bed = location[0].strip(), (location[2].strip() if len(location) > 2 else "")
     if kind[:2] != ["ORU", "R01"] or not control_id or not ward or not bed:
         return None
+    values: dict[Parameter, float] = {}
+    observed = ""
     try:
-        found = _observations(obxs)
-        if found is None:
-            return None
-        values, observed = found
+        for line in obx_lines:
+            when = _observation(line.split("|"), values)
+            if when is None:
+                return None
+            observed = observed or when
         when = observed or _first(msh[7])
         observed_at = _epoch(when) if when else time.time()
     except (ValueError, InputError):
         return None
     patient = _first(pid[3]) if pid is not None and len(pid) > 3 else ""
-    vitals = VitalSet(
-        message_key=f"{_first(msh[3])}|{_first(msh[4])}|{control_id}",
-        ward=ward,
-        bed=bed,
-        observed_at=observed_at,
-        values=values,
-        source=Source.HL7,
-        patient_id=patient or None,
-    )
-    return vitals, msh
+    key = f"{_first(msh[3])}|{_first(msh[4])}|{control_id}"
+    return VitalSet(key, ward, bed, observed_at, values, Source.HL7, patient or None), msh

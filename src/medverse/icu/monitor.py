@@ -19,6 +19,7 @@ from medverse.icu.vitals import VitalSet
 
 _COMPLETENESS = tuple(c.value for c in COMPLETENESS)
 _RISKS = tuple(r.value for r in RISKS)
+_NANS = (np.nan,) * len(PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -92,20 +93,23 @@ class Monitor:
 
     def process(self, batch: Sequence[VitalSet], received_at: float) -> list[ScoredVitals]:
         """Check, score and hand on a batch; returns one `ScoredVitals` per item, in order."""
+        rounds = _rounds(batch)
+        if len(rounds) == 1:  # the usual batch: every bed once
+            return self._round(batch, received_at)
         out: list[ScoredVitals | None] = [None] * len(batch)
-        for indices in _rounds(batch):
+        for indices in rounds:
             items = [batch[i] for i in indices]
             for index, scored in zip(indices, self._round(items, received_at)):
                 out[index] = scored
         return [s for s in out if s is not None]
 
     def _round(self, items: Sequence[VitalSet], received_at: float) -> list[ScoredVitals]:
-        rows = np.fromiter((self.row_of(v.bed_id) for v in items), np.intp, len(items))
-        nan = np.nan
+        count = len(items)
+        rows = self._rows([v.bed_id for v in items])
         values = np.array(
-            [[v.values.get(p, nan) for p in PARAMETERS] for v in items], dtype=np.float64
-        ).reshape(len(items), len(PARAMETERS))
-        times = np.fromiter((v.observed_at for v in items), np.float64, len(items))
+            [list(map(v.values.get, PARAMETERS, _NANS)) for v in items], dtype=np.float64
+        ).reshape(count, len(PARAMETERS))
+        times = np.fromiter([v.observed_at for v in items], np.float64, count)
         _, reasons = self.checker.check(self.quality, rows, values, times)
         scores = score_batch(
             self.quality.accepted[rows], self.quality.accepted_at[rows], self.scale_2[rows],
@@ -113,20 +117,18 @@ class Monitor:
         )  # fmt: skip
         latest = self.quality.accepted[rows]
         flags = self.trends.update(rows, times, latest, scores.minimum_total)
-        learned = (
-            self.learned.score(rows, times, latest, scores.minimum_total)
-            if self.learned is not None
-            else np.full(len(items), np.nan)
-        )
+        learned: list[float | None] = [None] * count
+        if self.learned is not None:
+            scored = self.learned.score(rows, times, latest, scores.minimum_total).tolist()
+            learned = [None if v != v else v for v in scored]  # NaN -> None
         self._alert(items, scores, flags, times)
-        suppressed: list[list[tuple[Parameter, str]]] = [[] for _ in items]
+        suppressed: dict[int, list[tuple[Parameter, str]]] = {}
         for (item, column), reason in reasons.items():
-            suppressed[item].append((PARAMETERS[column], reason))
+            suppressed.setdefault(item, []).append((PARAMETERS[column], reason))
         # plain Python lists: indexing numpy scalars item by item costs more than the scoring
         totals, floors = scores.total.tolist(), scores.minimum_total.tolist()
         status = [_COMPLETENESS[c] for c in scores.completeness.tolist()]
         risks = [_RISKS[r] if r >= 0 else None for r in scores.risk.tolist()]
-        learned_scores = [None if v != v else v for v in learned.tolist()]  # NaN -> None
         return [
             ScoredVitals(
                 vitals,
@@ -135,23 +137,33 @@ class Monitor:
                 floors[i],
                 status[i],
                 risks[i],
-                learned_scores[i],
-                tuple(suppressed[i]),
-                tuple(flags[i]),
+                learned[i],
+                tuple(suppressed[i]) if i in suppressed else (),
+                tuple(flags[i]) if flags[i] else (),
             )
             for i, vitals in enumerate(items)
         ]
+
+    def _rows(self, bed_ids: list[str]) -> NDArray[np.intp]:
+        """State rows of these beds (new beds get rows)."""
+        found = list(map(self.rows.get, bed_ids))
+        if None in found:
+            found = [self.row_of(b) if r is None else r for b, r in zip(bed_ids, found)]
+        return np.fromiter(found, np.intp, len(found))
 
     def _alert(
         self, items: Sequence[VitalSet], scores: BatchScores, flags: list[list[str]],
         times: NDArray[np.float64],
     ) -> None:  # fmt: skip
         open_beds = self.alerts.open
-        for i, vitals in enumerate(items):
-            floor, three = int(scores.minimum_total[i]), bool(scores.any_three[i])
+        # only items that call for an alert, or whose bed has one open, are looked at
+        due = (scores.minimum_total >= 5) | scores.any_three
+        if open_beds:
+            due |= np.fromiter((v.bed_id in open_beds for v in items), bool, len(items))
+        floors, threes = scores.minimum_total.tolist(), scores.any_three.tolist()
+        for i in np.flatnonzero(due | np.fromiter(map(bool, flags), bool, len(flags))).tolist():
+            vitals, floor, three = items[i], floors[i], threes[i]
             level = level_for(floor, three, flags[i])
-            if level is None and vitals.bed_id not in open_beds:
-                continue  # the common case: nothing to open, raise or resolve
             status = COMPLETENESS[scores.completeness[i]].value
             reason = f"NEWS2 {'at least ' if scores.total[i] < 0 else ''}{floor} ({status})"
             if three:
@@ -163,11 +175,14 @@ class Monitor:
 
 def _rounds(batch: Sequence[VitalSet]) -> list[list[int]]:
     """Split a batch so no bed appears twice in one round (order per bed kept)."""
+    bed_ids = [v.bed_id for v in batch]
+    if len(set(bed_ids)) == len(bed_ids):
+        return [list(range(len(bed_ids)))] if bed_ids else []
     rounds: list[list[int]] = []
     seen: dict[str, int] = {}
-    for index, vitals in enumerate(batch):
-        level = seen.get(vitals.bed_id, -1) + 1
-        seen[vitals.bed_id] = level
+    for index, bed_id in enumerate(bed_ids):
+        level = seen.get(bed_id, -1) + 1
+        seen[bed_id] = level
         if level == len(rounds):
             rounds.append([])
         rounds[level].append(index)

@@ -31,9 +31,9 @@ class StorageError(Exception):
     """The batch holding a vital set could not be stored (the sender must resend)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per message on the hot path (see `VitalSet`)
 class Outcome:
-    """What became of one submitted vital set.
+    """What became of one submitted vital set (read-only by convention).
 
     Attributes:
         stored: True if stored now, False if it was a resend of a stored message.

@@ -95,9 +95,9 @@ ward_members_table = Table(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per message on the hot path (see `VitalSet`)
 class ScoredVitals:
-    """A vital set with what the monitor made of it, ready to store.
+    """A vital set with what the monitor made of it, ready to store (read-only by convention).
 
     Attributes:
         vitals: The set as received.
@@ -127,12 +127,13 @@ class ScoredVitals:
 
     def record(self) -> tuple[Any, ...]:
         """The row's values in `vitals_table` column order (without ``id``)."""
-        v = self.vitals
-        suppressed = "; ".join(f"{p.value}: {r}" for p, r in self.suppressed) or None
+        v, suppressed, flags = self.vitals, self.suppressed, self.flags
         return (
             v.message_key, v.ward, v.bed, v.patient_id, v.source.value, v.observed_at,
             self.received_at, *map(v.values.get, PARAMETERS), self.total, self.minimum,
-            self.completeness, self.risk, self.learned, suppressed, "; ".join(self.flags) or None,
+            self.completeness, self.risk, self.learned,
+            "; ".join(f"{p.value}: {r}" for p, r in suppressed) if suppressed else None,
+            "; ".join(flags) if flags else None,
         )  # fmt: skip
 
 

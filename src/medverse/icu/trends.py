@@ -42,6 +42,7 @@ DEFAULT_RULES: tuple[RocRule, ...] = (
     RocRule(None, +3.0, 3600.0),
 )
 NEWS2_COLUMN = len(PARAMETERS)  # the NEWS2 floor is tracked as an eighth series
+SERIES = NEWS2_COLUMN + 1
 
 
 class TrendTracker:
@@ -65,18 +66,33 @@ class TrendTracker:
         self._size = np.abs([r.change for r in rules])
         self._window_slots = np.asarray([round(r.window / SLOT_SECONDS) for r in rules])
         self._none_inside = np.where(self._rise, np.inf, -np.inf)[None, :, None]
-        shape = (0, NEWS2_COLUMN + 1, SLOTS)
-        self.low = np.full(shape, np.nan)
-        self.high = np.full(shape, np.nan)
-        self.slots = np.full(shape, -1, dtype=np.int64)
+        # which half of `extremes` each rule reads: lows for a rise, highs for a fall
+        self._rule_offsets = (((~self._rise).astype(np.intp) * SERIES + self._columns) * SLOTS)[
+            None, :, None
+        ] + np.arange(SLOTS)[None, None, :]
+        self._slot_offsets = (self._columns * SLOTS)[None, :, None] + np.arange(SLOTS)
+        self._series = np.arange(SERIES) * SLOTS
+        self.extremes = np.full((0, 2, SERIES, SLOTS), np.nan)  # [bed, low|high, series, slot]
+        self.slots = np.full((0, SERIES, SLOTS), -1, dtype=np.int64)
+
+    @property
+    def low(self) -> NDArray[np.float64]:
+        """(beds, series, slots) lowest value seen in each slot."""
+        return self.extremes[:, 0]
+
+    @property
+    def high(self) -> NDArray[np.float64]:
+        """(beds, series, slots) highest value seen in each slot."""
+        return self.extremes[:, 1]
 
     def _grow(self, beds: int) -> None:
-        extra = beds - self.low.shape[0]
+        extra = beds - self.slots.shape[0]
         if extra > 0:
-            more = (max(extra, self.low.shape[0]), *self.low.shape[1:])
-            self.low = np.concatenate([self.low, np.full(more, np.nan)])
-            self.high = np.concatenate([self.high, np.full(more, np.nan)])
-            self.slots = np.concatenate([self.slots, np.full(more, -1)])
+            more = max(extra, self.slots.shape[0])
+            self.extremes = np.concatenate(
+                [self.extremes, np.full((more, *self.extremes.shape[1:]), np.nan)]
+            )
+            self.slots = np.concatenate([self.slots, np.full((more, *self.slots.shape[1:]), -1)])
 
     def update(
         self, rows: NDArray[np.intp], times: NDArray[np.float64], latest: NDArray[np.float64],
@@ -97,10 +113,10 @@ class TrendTracker:
         flags: list[list[str]] = [[] for _ in range(rows.size)]
         if not self.rules:
             return flags
-        index = (rows[:, None], self._columns[None, :])  # (items, rules) -> ring of slots
-        rise = self._rise[None, :, None]
-        past = np.where(rise, self.low[index], self.high[index])
-        slots = self.slots[index]
+        # flat indices: every ring slot of every rule's series, from its low or high half
+        past = self.extremes.reshape(-1)[rows[:, None, None] * (2 * SERIES * SLOTS)
+                                         + self._rule_offsets]  # fmt: skip
+        slots = self.slots.reshape(-1)[rows[:, None, None] * (SERIES * SLOTS) + self._slot_offsets]
         oldest = (slot[:, None] - self._window_slots[None, :])[:, :, None]
         inside = (slots >= 0) & (slots >= oldest) & np.isfinite(past)
         reference = np.where(inside, past, self._none_inside)
@@ -114,14 +130,17 @@ class TrendTracker:
     def _record(
         self, rows: NDArray[np.intp], slot: NDArray[np.int64], series: NDArray[np.float64]
     ) -> None:
-        index = (rows[:, None], np.arange(series.shape[1]), (slot % SLOTS)[:, None])
+        at = rows[:, None] * (SERIES * SLOTS) + self._series + (slot % SLOTS)[:, None]
+        at_low = at + rows[:, None] * (SERIES * SLOTS)  # (beds, 2, series, slots) layout
+        both = np.stack([at_low, at_low + SERIES * SLOTS], axis=1)  # (items, 2, series)
+        extremes, slots = self.extremes.reshape(-1), self.slots.reshape(-1)
+        old, old_slot = extremes[both], slots[at]
         known = np.isfinite(series)
-        same_slot = self.slots[index] == slot[:, None]
-        low = np.where(same_slot, np.fmin(self.low[index], series), series)
-        high = np.where(same_slot, np.fmax(self.high[index], series), series)
-        self.low[index] = np.where(known, low, self.low[index])
-        self.high[index] = np.where(known, high, self.high[index])
-        self.slots[index] = np.where(known, slot[:, None], self.slots[index])
+        same_slot = old_slot == slot[:, None]
+        low = np.where(same_slot, np.fmin(old[:, 0], series), series)
+        high = np.where(same_slot, np.fmax(old[:, 1], series), series)
+        extremes[both] = np.where(known[:, None], np.stack([low, high], axis=1), old)
+        slots[at] = np.where(known, slot[:, None], old_slot)
 
     def trend(self, row: int) -> dict[str, list[tuple[float, float]]]:
         """A bed's checkpoints (slot start time, highest value in it) per series, oldest first."""
