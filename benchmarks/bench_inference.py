@@ -44,6 +44,7 @@ from bench_inference_data import (
     random_checkpoint,
     shipped_checkpoint,
     studies,
+    warmup_volume,
 )
 from bench_inference_measure import agreement, interleaved, labels_on_grid, machine, median
 from bench_inference_measure import peak_memory as measure_memory
@@ -57,7 +58,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 studies, 1 repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 studies (the CT-sized one first), 1 repeat"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--repeats", type=int, help="runs per study (default: 1 quick, 3 full)")
@@ -161,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"weights: {checkpoint} ({origin}); CPU {record['device']['cpu_isa']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         out_root = Path(tmp)
-        print(f"warming up both pipelines on {inputs[1].name} (untimed)", flush=True)
+        warmup = warmup_volume()
+        print(f"warming up both pipelines on {warmup.description}", flush=True)
         for pipeline in pipelines:
-            run_study(pipeline, inputs[1], out_root, device)
+            run_study(pipeline, warmup, out_root, device)
         runs: dict[tuple[str, str], list[tuple[RunResult, dict[str, float]]]] = {}
         for _, order in interleaved(repeats, [p.name for p in pipelines]):
             for study in inputs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -189,6 +190,31 @@ def test_windows_of_two_studies_share_batches(
     assert sum(sizes) == sum(counts) == runner.windows_run
     for sink, expected in zip(sinks, alone):
         assert torch.allclose(sink.logits(), expected, atol=1e-5)
+
+
+def test_pipelined_runner_gives_the_same_logits_with_the_network_in_a_thread(
+    image: torch.Tensor, network: torch.nn.Module
+) -> None:
+    """The network runs one batch ahead in a background thread; the blend is unchanged."""
+    other = image[:30, :40, :].flip(0).contiguous() * 0.7
+    threads: set[str] = set()
+
+    def backend(batch: torch.Tensor) -> torch.Tensor:
+        threads.add(threading.current_thread().name)
+        with torch_threads(1):
+            return network(batch)
+
+    results = {}
+    for pipelined in (False, True):
+        runner = WindowRunner(backend, batch_size=2, pipelined=pipelined)
+        sinks = [Collect(), Collect()]
+        for x, sink in zip((image, other), sinks):
+            runner.submit(WindowJob(WindowBlender(x, ROI, 0.5, 3), sink))
+        assert len(runner.run()) == 2 and not runner.busy
+        results[pipelined] = [sink.logits() for sink in sinks]
+    assert any(name.startswith("medverse-network") for name in threads)
+    for plain, pipelined_logits in zip(results[False], results[True]):
+        assert torch.equal(plain, pipelined_logits)
 
 
 def test_mirroring_a_pointwise_network_changes_nothing(image: torch.Tensor) -> None:

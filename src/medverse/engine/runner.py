@@ -9,6 +9,7 @@ every window has the model's patch size.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,12 +57,18 @@ class WindowJob:
 class WindowRunner:
     """Batches windows from the submitted jobs and feeds the results back.
 
+    With ``pipelined``, the network runs in a background thread: while one batch is in the
+    network, the caller's thread blends the batch before it and maps finished slabs to the
+    native grid, so the CPU work around the network no longer waits for it (and the other
+    way round). Results are blended in the same order either way, so the labels are the same.
+
     Args:
         backend: The network.
         batch_size: Windows per backend call.
         channels: Logit channels to keep, in order (None keeps all).
         expected_channels: Channels the network must produce (None: not checked).
         mirror: Average the logits over the 8 axis mirrorings of each window (8x the compute).
+        pipelined: Keep one batch in the network while the previous one is blended.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class WindowRunner:
         channels: Sequence[int] | None = None,
         expected_channels: int | None = None,
         mirror: bool = False,
+        pipelined: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -80,8 +88,11 @@ class WindowRunner:
         self.channels = list(channels) if channels is not None else None
         self.expected_channels = expected_channels
         self.mirror = mirror
+        self.pipelined = pipelined
         self.jobs: list[WindowJob] = []
         self.windows_run = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[list[WindowJob], Future[torch.Tensor]] | None = None
 
     def submit(self, job: WindowJob) -> None:
         """Queue an image; its windows join the next batches."""
@@ -93,7 +104,40 @@ class WindowRunner:
         return bool(self.jobs)
 
     def step(self) -> list[WindowJob]:
-        """Run one batch (if any window is left) and return the jobs that finished."""
+        """Run one batch (if any window is left) and return the jobs that finished.
+
+        Pipelined, the batch is started and the one before it (if any) is blended.
+        """
+        owners, batch = self._gather()
+        if not self.pipelined:
+            if batch:
+                self._blend(owners, self.predict(torch.stack(batch)))
+        else:
+            launched = None
+            if batch:
+                launched = (owners, self._network().submit(self.predict, torch.stack(batch)))
+            if self._pending is not None:
+                done, future = self._pending
+                self._blend(done, future.result())
+            self._pending = launched
+        finished = []
+        for job in list(self.jobs):
+            job.deliver()
+            if job.blender.done:
+                self.jobs.remove(job)
+                finished.append(job)
+        if not self.jobs:
+            self.close()
+        return finished
+
+    def close(self) -> None:
+        """Stop the network thread (a later step starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _gather(self) -> tuple[list[WindowJob], list[torch.Tensor]]:
+        """The next batch of windows and the job of each."""
         batch: list[torch.Tensor] = []
         owners: list[WindowJob] = []
         for job in self.jobs:
@@ -102,18 +146,17 @@ class WindowRunner:
                 owners.append(job)
             if len(batch) == self.batch_size:
                 break
-        if batch:
-            logits = self.predict(torch.stack(batch))
-            for job, window_logits in zip(owners, logits):
-                job.blender.add(window_logits)
-            self.windows_run += len(batch)
-        finished = []
-        for job in list(self.jobs):
-            job.deliver()
-            if job.blender.done:
-                self.jobs.remove(job)
-                finished.append(job)
-        return finished
+        return owners, batch
+
+    def _blend(self, owners: list[WindowJob], logits: torch.Tensor) -> None:
+        for job, window_logits in zip(owners, logits):
+            job.blender.add(window_logits)
+        self.windows_run += len(owners)
+
+    def _network(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="medverse-network")
+        return self._pool
 
     def run(self) -> list[WindowJob]:
         """Run until every submitted job has finished; returns them in finishing order."""

@@ -46,6 +46,8 @@ class WindowOptions:
         half_accumulators: Blend in float16 (half the memory; for GPUs).
         coarse_first: Per z-band, a covering subset of the windows first, the others only
             near structures (`medverse.engine.coarse_first`).
+        pipelined: Run the network in a background thread while the caller's thread blends
+            the previous batch and maps finished slabs (CPU: both cores stay busy).
     """
 
     overlap: float = 0.5
@@ -54,6 +56,7 @@ class WindowOptions:
     skip_background: bool = False
     half_accumulators: bool = False
     coarse_first: bool = False
+    pipelined: bool = False
 
 
 GLUE_THREADS = 1
@@ -84,6 +87,7 @@ def make_runner(backend: Backend, plan: Plan, options: WindowOptions) -> WindowR
         channels=channel_values(plan.labels),
         expected_channels=plan.num_classes,
         mirror=options.mirror,
+        pipelined=options.pipelined,
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypedDict, Unpack
+from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -25,8 +25,10 @@ from medverse.inference.spatial import (
     whole_volume_predictor,
 )
 from medverse.io.dicom import read_image
-from medverse.io.seg import check_seg_source
 from medverse.models.checkpoint import LoadedModel
+
+if TYPE_CHECKING:
+    from medverse.io.seg_source import SegSource
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def segment(
         with step("read", "reading the image"):
             image = read_image(input_path, series_uid, volume=volume)
         check_modality(image, model.plan, input_path)
-        seg_source = check_seg_source(image) if is_dicom(image) else None  # refuse before predict
+        seg_source = _seg_source(image)
         predictor: Predictor | WholeVolumePredictor = (
             Predictor(model, **options)
             if spatial_parallel is None
@@ -239,6 +241,15 @@ def export_labels(
             seg_type=seg_type,
         )
     return SegmentResult(labels, report, outputs, seconds)
+
+
+def _seg_source(image: Volume) -> SegSource | None:
+    """A DICOM input's SEG source, checked before the network runs (None for NIfTI)."""
+    if not is_dicom(image):
+        return None
+    from medverse.io.seg_source import check_seg_source  # highdicom: a second to import
+
+    return check_seg_source(image)
 
 
 def _model_info(

@@ -11,11 +11,8 @@ from pathlib import Path
 from medverse.core.errors import DicomError, InputError
 from medverse.core.logging import get_logger
 from medverse.core.volume import LabelMap, Volume
-from medverse.inference.overview import render_overview
 from medverse.inference.report import Report, measure, write_report
-from medverse.io.mesh import label_meshes, write_glb
 from medverse.io.nifti import write_nifti
-from medverse.io.seg import write_seg
 
 _LOG = get_logger(__name__)
 
@@ -132,6 +129,11 @@ def _write_all(
     modality: str | None,
     seg_options: tuple[str, str | None],
 ) -> tuple[OutputPaths, Exception | None]:
+    # imported here: matplotlib, trimesh and highdicom take seconds to import, and a
+    # labels-only run (``segment --labels-only``) needs none of them
+    from medverse.inference.overview import render_overview
+    from medverse.io.seg import write_seg
+
     found = bool(labels.present_labels())
     report_path = write_report(report or measure(labels, source=image), folder / REPORT_NAME)
     labels_path = write_nifti(labels, folder / LABELS_NAME)
@@ -153,6 +155,8 @@ def _write_all(
 
 
 def _write_meshes(labels: LabelMap, path: Path) -> Path:
+    from medverse.io.mesh import label_meshes, write_glb
+
     return write_glb(label_meshes(labels), labels, path)
 
 

@@ -124,6 +124,7 @@ class Predictor:
             skip_background=skip_background,
             half_accumulators=self.device.type == "cuda",
             coarse_first=coarse_first,
+            pipelined=self.device.type == "cpu",
         )
 
     @property
