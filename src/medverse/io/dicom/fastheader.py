@@ -105,6 +105,11 @@ _LONG_VRS |= frozenset({b"UR", b"UT", b"UV"})
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _DELIMITERS = frozenset({_ITEM_END, _SEQUENCE_END})
+_PIXEL_DATA_BYTES = b"\xe0\x7f\x10\x00"
+_SEQUENCE_DELIMITER_BYTES = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_NUMBER_OF_FRAMES = _tag("NumberOfFrames")
+_CLASSIC_LAST = 0x0029FFFF
+"""The last tag a single-frame image needs (Siemens private group 0029, for mosaics)."""
 _HEAD = struct.Struct("<HH2sH").unpack_from
 """An explicit VR element header: group, element, VR, 16-bit length."""
 _ITEM_HEAD = struct.Struct("<HHI").unpack_from
@@ -194,6 +199,12 @@ def _walk(
             return kept, pos
         if tag in _PIXEL_TAGS:
             return kept, pos
+        if tag > _CLASSIC_LAST and not meta_only and _NUMBER_OF_FRAMES not in kept:
+            # a single-frame image needs nothing past the private groups 0029: jump to the
+            # pixel data (often hundreds of private elements earlier), else walk on
+            pixel_offset = _pixel_data_at_end(data, pos, explicit)
+            if pixel_offset > 0:
+                return kept, pixel_offset
         start = pos
         if explicit or group == 0x0002:
             vr = _vr(vr_bytes)
@@ -222,6 +233,27 @@ def _walk(
             kept[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
         pos += length
     return kept, (-1 if not meta_only else pos)
+
+
+def _pixel_data_at_end(data: bytes | mmap.mmap, pos: int, explicit: bool) -> int:
+    """Offset of a Pixel Data element whose value ends the file, searched from the end; or -1.
+
+    Only an element whose tag, VR and length fit exactly counts (a value that happens to
+    hold the tag's bytes does not): a native value must end at the file's end, an
+    encapsulated one must be followed by nothing but its sequence delimiter.
+    """
+    at = data.rfind(_PIXEL_DATA_BYTES, pos)
+    if at < 0:
+        return -1
+    if explicit:
+        if data[at + 4 : at + 8] not in (b"OB\0\0", b"OW\0\0") or at + 12 > len(data):
+            return -1
+        length, start = _U32(data, at + 8)[0], at + 12
+    else:
+        length, start = _U32(data, at + 4)[0], at + 8
+    if length == _UNDEFINED:
+        return at if data[-8:] == _SEQUENCE_DELIMITER_BYTES else -1
+    return at if start + length == len(data) else -1
 
 
 def _sequence(
