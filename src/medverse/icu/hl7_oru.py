@@ -232,21 +232,39 @@ def ack_for(message: Hl7Message, code: AckCode, reason: str = "") -> str:
 
 def ack_for_msh(msh: Segment, code: AckCode, reason: str = "") -> str:
     """`ack_for` from the answered message's MSH fields (MSH-n at index n)."""
-    if len(msh) < 13:
-        msh = msh + [""] * (13 - len(msh))
-    key = (msh[3], msh[4], msh[5], msh[6], msh[9], msh[11], msh[12])
-    parts = _ack_parts.get(key)
-    if parts is None:
-        parts = _ack_layout(msh)
-        if len(_ack_parts) >= 1024:  # one entry per sender set-up; bounded all the same
-            _ack_parts.clear()
-        _ack_parts[key] = parts
-    before_stamp, before_id, before_code = parts
-    text = (
-        f"{before_stamp}{_stamp()}{before_id}{time.time_ns():x}{before_code}{code.value}|"
-        f"{_escape(msh[10].partition('^')[0])}"
-    )
-    return text + (f"|{_escape(reason)}" if reason else "") + "\r"
+    return acks_for_msh([msh], code, reason)[0].decode("utf-8")[1:-2]
+
+
+def acks_for_msh(mshs: list[Segment], code: AckCode, reason: str = "") -> list[bytes]:
+    """`ack_for_msh` of each MSH, MLLP-framed, built in one pass (one time stamp for all).
+
+    Each ACK's own control ID (MSH-10) is unique in the process: nanoseconds since the epoch
+    when the batch was built, plus its place in the batch, in hex.
+    """
+    stamp, first_id = _stamp(), time.time_ns()
+    end = f"|{_escape(reason)}\r\x1c\r" if reason else "\r\x1c\r"
+    middle = f"{code.value}|"
+    out: list[bytes] = []
+    for index, msh in enumerate(mshs):
+        if len(msh) < 13:
+            msh = msh + [""] * (13 - len(msh))
+        key = (msh[3], msh[4], msh[5], msh[6], msh[9], msh[11], msh[12])
+        parts = _ack_parts.get(key) or _remember_layout(key, msh)
+        control = msh[10].partition("^")[0]
+        text = (
+            f"\x0b{parts[0]}{stamp}{parts[1]}{first_id + index:x}{parts[2]}{middle}"
+            f"{_escape(control) if _SPECIAL.search(control) else control}{end}"
+        )
+        out.append(text.encode("utf-8"))
+    return out
+
+
+def _remember_layout(key: tuple[str, ...], msh: Segment) -> tuple[str, str, str]:
+    parts = _ack_layout(msh)
+    if len(_ack_parts) >= 1024:  # one entry per sender set-up; bounded all the same
+        _ack_parts.clear()
+    _ack_parts[key] = parts
+    return parts
 
 
 _ack_parts: dict[tuple[str, ...], tuple[str, str, str]] = {}

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from medverse.core.errors import InputError
 from medverse.icu.hl7_oru import Segment, is_plain
-from medverse.icu.parameters import Acvpu, Code, Parameter, lookup
+from medverse.icu.parameters import Acvpu, Code, Parameter, _same, lookup
 from medverse.icu.vitals import Source, VitalSet, parse_hl7_time
 
 _USABLE_STATUS = frozenset({"", "F", "C", "P", "R", "S", "A"})
@@ -24,7 +24,7 @@ _CACHE_LIMIT = 4096  # spellings and times kept; cleared when full (bounded memo
 _SKIP: tuple[None, None] = (None, None)
 
 Reading = tuple[Parameter, Callable[[float], float] | None] | tuple[None, None]
-_readings: dict[tuple[str, str], Reading] = {}
+_readings: dict[tuple[str, str, str], Reading] = {}
 _times: dict[str, float] = {}
 _letters: dict[str, float] = {}
 
@@ -33,15 +33,15 @@ def _first(field: str) -> str:
     return field.partition("^")[0]
 
 
-def _reading(field3: str, field6: str) -> Reading | None:
-    """(parameter, unit conversion) of an OBX-3 code and OBX-6 unit.
+def _reading(field3: str, field6: str, field11: str) -> Reading | None:
+    """(parameter, unit conversion) of an OBX-3 code, OBX-6 unit and OBX-11 status.
 
-    `_SKIP` for a code we do not read, conversion None for consciousness (a letter), None
-    when the unit is not one the parameter is accepted in.
+    `_SKIP` for a code we do not read or a status that is not a result, conversion None for
+    consciousness (a letter), None when the unit is not one the parameter is accepted in.
     """
     parts = field3.split("^")
     code = lookup(parts[2] if len(parts) > 2 else "", parts[0])
-    if code is None:
+    if code is None or not _usable(field11):
         reading: Reading = _SKIP
     elif code.parameter == Parameter.CONSCIOUSNESS:
         reading = (code.parameter, None)
@@ -52,7 +52,7 @@ def _reading(field3: str, field6: str) -> Reading | None:
         reading = (code.parameter, convert)
     if len(_readings) >= _CACHE_LIMIT:
         _readings.clear()
-    _readings[(field3, field6)] = reading
+    _readings[(field3, field6, field11)] = reading
     return reading
 
 
@@ -92,30 +92,36 @@ def _usable(status: str) -> bool:
 _PAD = [""] * 15
 
 
-def _observation(obx: list[str], values: dict[Parameter, float]) -> str | None:
-    """Add one OBX's value to ``values``; its OBX-14 (or "" when skipped), None to defer.
+def _values(obx_lines: list[str]) -> tuple[dict[Parameter, float], str] | None:
+    """Values by parameter and the first used OBX-14; None to defer.
 
-    ``obx`` holds the segment's fields at their HL7 numbers (OBX-n at index n). Raises
-    ValueError/InputError on a value the full reader names in its NAK.
+    Raises ValueError/InputError on a value the full reader names in its NAK.
     """
-    if len(obx) < 15:
-        obx = obx + _PAD[len(obx) :]  # absent fields read as empty, as in hl7_oru
-    reading = _readings.get((obx[3], obx[6])) or _reading(obx[3], obx[6])
-    if reading is None:
-        return None
-    parameter, convert = reading
-    if parameter is None or not (obx[11] in _USABLE_STATUS or _usable(obx[11])):
-        return ""
-    raw = obx[5]
-    if convert is None:
-        values[parameter] = _letter(raw)
-    else:
-        number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
-        if not math.isfinite(number):
-            raise ValueError(raw)
-        values[parameter] = convert(number)
-    when = obx[14]
-    return when.partition("^")[0] if "^" in when else when
+    values: dict[Parameter, float] = {}
+    observed = ""
+    for line in obx_lines:
+        obx = line.split("|")  # OBX-n at index n
+        if len(obx) < 15:
+            obx += _PAD[len(obx) :]  # absent fields read as empty, as in hl7_oru
+        key = (obx[3], obx[6], obx[11])
+        reading = _readings.get(key) or _reading(*key)
+        if reading is None:
+            return None
+        parameter, convert = reading
+        if parameter is None:
+            continue
+        raw = obx[5]
+        if convert is None:
+            values[parameter] = _letter(raw)
+        else:
+            number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            values[parameter] = number if convert is _same else convert(number)
+        if not observed:
+            when = obx[14]
+            observed = when.partition("^")[0] if "^" in when else when
+    return values, observed
 
 
 def _segments(lines: list[str]) -> tuple[Segment | None, Segment | None, list[str]]:
@@ -157,14 +163,11 @@ def read_plain(text: str) -> tuple[VitalSet, Segment] | None:
     ward, bed = location[0].strip(), (location[2].strip() if len(location) > 2 else "")
     if kind[:2] != ["ORU", "R01"] or not control_id or not ward or not bed:
         return None
-    values: dict[Parameter, float] = {}
-    observed = ""
     try:
-        for line in obx_lines:
-            when = _observation(line.split("|"), values)
-            if when is None:
-                return None
-            observed = observed or when
+        found = _values(obx_lines)
+        if found is None:
+            return None
+        values, observed = found
         when = observed or _first(msh[7])
         observed_at = _epoch(when) if when else time.time()
     except (ValueError, InputError):

@@ -28,7 +28,7 @@ from medverse.icu.hl7_oru import (
     Hl7Error,
     Segment,
     ack_for,
-    ack_for_msh,
+    acks_for_msh,
     parse_message,
     read_oru,
     reject_unparsed,
@@ -268,8 +268,9 @@ def _answer(waiting: list[Waiting], stored: asyncio.Future[list[Outcome]]) -> No
         code = AckCode.ERROR
         reason = str(error) if isinstance(error, StorageError) else f"storage failed: {error}"
     touched: dict[_Connection, None] = {}
-    for connection, slot, msh in waiting:
-        slot[0] = frame(ack_for_msh(msh, code, reason))
+    acks = acks_for_msh([msh for _, _, msh in waiting], code, reason)
+    for (connection, slot, _), ack in zip(waiting, acks):
+        slot[0] = ack
         touched[connection] = None
     for connection in touched:
         connection.flush()

@@ -175,22 +175,21 @@ class Ingestor:
 
     def _write(self, items: list[VitalSet]) -> list[Outcome]:
         received = time.time()
-        scored_by_key: dict[str, ScoredVitals] = {}
+        new_scores: list[ScoredVitals] = []
 
         def score(new: list[VitalSet]) -> list[ScoredVitals]:
-            scored = self.monitor.process(new, received)
-            scored_by_key.update((s.vitals.message_key, s) for s in scored)
-            return scored
+            new_scores.extend(self.monitor.process(new, received))
+            return new_scores
 
         with self._lock:
             fresh = self.store.append(items, score)
             committed = time.perf_counter()
             alerts = self.monitor.alerts.drain()
         self.store.save_alerts(alerts)
-        new_scores = list(scored_by_key.values())
         for listener in self.listeners:
             listener(new_scores, alerts)
+        scores = iter(new_scores)  # one per fresh item, in order
         return [
-            Outcome(is_new, scored_by_key.get(v.message_key) if is_new else None, committed)
-            for v, is_new in zip(items, fresh)
+            Outcome(True, next(scores), committed) if is_new else Outcome(False, None, committed)
+            for is_new in fresh
         ]
