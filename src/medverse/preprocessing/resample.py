@@ -15,7 +15,9 @@ is ``(2 v + 1) / n - 1``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Literal
 
@@ -30,6 +32,8 @@ Padding = Literal["zeros", "border"]
 Shape3 = tuple[int, int, int]
 Prepare = Callable[[torch.Tensor], torch.Tensor]
 CHUNK_VOXELS = 1 << 21
+BLOCK_THREADS = 4
+"""Most threads the block-wise CPU path resamples blocks on (at most one per core)."""
 _EXACT_FLOAT32_INT = 1 << 24
 
 
@@ -224,30 +228,47 @@ def _resample_aligned(
 def _resample_blocks(
     source: torch.Tensor, mapping: AxisMap, target_shape: Shape3, prepare: Prepare
 ) -> torch.Tensor:
-    """Resample in blocks of target planes along the first spatial axis (the slowest)."""
+    """Resample in blocks of target planes along the first spatial axis (the slowest).
+
+    On a CPU the blocks after the first go to `BLOCK_THREADS` threads of one intra-op
+    thread each (the work is memory-bound and made of short operations: whole blocks in
+    parallel keep the cores busy where per-operation threading waits on OpenMP). Each block
+    is computed exactly as alone, so the result does not depend on the thread count.
+    """
     size = tuple(int(s) for s in source.shape[-3:])
     device = source.device
     taps = [
         linear_taps(size[a], mapping.scale[a], mapping.offset[a], target_shape[a], device)
         for a in range(3)
     ]
-    lead = tuple(source.shape[:-3])
-    out: torch.Tensor | None = None
     plane = max(1, target_shape[1] * target_shape[2], size[1] * size[2])
     step = max(1, BLOCK_VOXELS // plane)
-    for i0 in range(0, target_shape[0], step):
-        i1 = min(i0 + step, target_shape[0])
+    spans = [(i0, min(i0 + step, target_shape[0])) for i0 in range(0, target_shape[0], step)]
+    if not spans:
+        raise ValueError(f"empty target grid {target_shape}")
+
+    def block(i0: int, i1: int) -> torch.Tensor:
         first_taps = taps[0].shifted(i0, i1, 0)
         first, last = int(first_taps.low.min()), int(first_taps.high.max()) + 1
-        block = prepare(source[..., first:last, :, :])
-        block = lerp_axis(block, -1, taps[2])
-        block = lerp_axis(block, -2, taps[1])
-        block = lerp_axis(block, -3, taps[0].shifted(i0, i1, first))
-        if out is None:
-            out = torch.empty((*lead, *target_shape), dtype=block.dtype, device=device)
-        out[..., i0:i1, :, :] = block
-    if out is None:
-        raise ValueError(f"empty target grid {target_shape}")
+        values = prepare(source[..., first:last, :, :])
+        values = lerp_axis(values, -1, taps[2])
+        values = lerp_axis(values, -2, taps[1])
+        return lerp_axis(values, -3, taps[0].shifted(i0, i1, first))
+
+    head = block(*spans[0])
+    out = torch.empty((*source.shape[:-3], *target_shape), dtype=head.dtype, device=device)
+    out[..., : spans[0][1], :, :] = head
+
+    def fill(span: tuple[int, int]) -> None:
+        out[..., span[0] : span[1], :, :] = block(*span)
+
+    threads = min(BLOCK_THREADS, os.cpu_count() or 1, len(spans) - 1)
+    if device.type != "cpu" or threads < 2:
+        for span in spans[1:]:
+            fill(span)
+        return out
+    with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        list(pool.map(fill, spans[1:]))  # list(): a block's error is raised here
     return out
 
 
