@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medverse.io.dicom import read_series
+from medverse.core.errors import InputError
+from medverse.io.dicom import read_image, read_series
 from medverse.io.dicom.volumes import read_volumes
 from tests.io.dicom_helpers import VENDOR_SAMPLES
 
@@ -54,6 +55,11 @@ def test_a_single_volume_series_is_one_volume_equal_to_read_series() -> None:
     (only,) = read_volumes(folder)
     assert only.attribute == ""
     assert np.array_equal(only.volume.array, read_series(folder).array)
+
+
+def test_volume_k_of_a_single_volume_series_says_it_is_one_volume() -> None:
+    with pytest.raises(InputError, match=r"--volume 2: the series is one 3D volume"):
+        read_image(VENDOR_SAMPLES / "ge_mprage_iop_jitter", volume=2)
 
 
 def test_jpeg_lossless_sample_converts_equal_to_dcm2niix(tmp_path: Path) -> None:

@@ -35,47 +35,91 @@ __all__ = [
 ]
 
 
+_DIFFUSION = ("DiffusionBValue", "DiffusionGradientOrientation")
+_ACQUISITION = ("AcquisitionNumber", "FrameAcquisitionDateTime", "AcquisitionTime")
+
+
 @dataclass(frozen=True)
 class SeriesVolume:
     """One volume of a multi-volume series.
 
     Attributes:
-        attribute: The dimension attribute that tells the volumes apart ("" for one volume).
-        value: Its value for this volume, as text.
+        attributes: The dimension attributes that tell the volumes apart (() for one volume);
+            a diffusion series has b-value and gradient direction together.
+        values: Their values for this volume, as text, in the same order.
         volume: The 3D volume.
     """
 
-    attribute: str
-    value: str
+    attributes: tuple[str, ...]
+    values: tuple[str, ...]
     volume: Volume
 
+    @property
+    def attribute(self) -> str:
+        """The attributes as one name ("" for one volume), e.g. ``DiffusionBValue+...``."""
+        return "+".join(self.attributes)
 
-def group_volumes(frames: Sequence[Frame]) -> tuple[str, list[list[Frame]]]:
-    """Split single-frame slices into volumes by the first dimension attribute that works.
+    @property
+    def value(self) -> str:
+        """The values as one text, "/" between them."""
+        return "/".join(self.values)
+
+
+def group_volumes(frames: Sequence[Frame]) -> tuple[tuple[str, ...], list[list[Frame]]]:
+    """Split single-frame slices into volumes by the first dimension attributes that work.
+
+    A diffusion series (gradient directions present) is split by b-value and direction
+    together, in acquisition order, with the acquisition number or time breaking ties (two
+    b=0 volumes); other series by the first single attribute that works, in ascending order.
 
     Returns:
-        The attribute ("" when the frames are one volume) and the frames of each volume,
-        in ascending order of its value.
+        The attributes (() when the frames are one volume) and the frames of each volume.
 
     Raises:
         DicomError: If no dimension attribute splits them into volumes of distinct positions.
     """
     if _distinct_positions(frames):
-        return "", [list(frames)]
-    values = [_dimension_values(frame) for frame in frames]
-    for index, attribute in enumerate(DIMENSION_ATTRIBUTES):
-        groups: dict[str, list[Frame]] = {}
-        for frame, row in zip(frames, values):
-            groups.setdefault(row[index], []).append(frame)
+        return (), [list(frames)]
+    rows = [dict(zip(DIMENSION_ATTRIBUTES, _dimension_values(frame))) for frame in frames]
+    for names in _candidates(rows):
+        groups: dict[tuple[str, ...], list[Frame]] = {}
+        for frame, row in zip(frames, rows):
+            groups.setdefault(tuple(row[n] for n in names), []).append(frame)
         sizes = {len(g) for g in groups.values()}
         if len(groups) > 1 and len(sizes) == 1 and all(map(_distinct_positions, groups.values())):
-            ordered = sorted(groups.items(), key=lambda item: _sort_key(item[0]))
-            return attribute, [sort_frames(group) for _, group in ordered]
+            order = _ACQUISITION if names[0] == _DIFFUSION[0] else ()
+            ordered = sorted(groups.items(), key=lambda item: _group_order(item, order))
+            return names, [sort_frames(group) for _, group in ordered]
     raise DicomError(
         "frames repeat slice positions and no dimension attribute "
         f"({', '.join(DIMENSION_ATTRIBUTES)}) splits them into whole volumes",
         frames[0].path.parent,
     )
+
+
+def _candidates(rows: Sequence[dict[str, str]]) -> list[tuple[str, ...]]:
+    """The attribute sets tried in turn: diffusion pairs first when directions are present."""
+    singles: list[tuple[str, ...]] = [(name,) for name in DIMENSION_ATTRIBUTES]
+    if not any(_is_gradient(row[_DIFFUSION[1]]) for row in rows):
+        return singles  # not diffusion weighted (fMRI and others write a zero vector or nothing)
+    return [_DIFFUSION, *((*_DIFFUSION, name) for name in _ACQUISITION), *singles]
+
+
+def _is_gradient(direction: str) -> bool:
+    """True for a DiffusionGradientOrientation value that is a direction (not zero, not empty)."""
+    try:
+        return any(float(v) != 0.0 for v in direction.split("\\") if v.strip())
+    except ValueError:
+        return False
+
+
+def _group_order(
+    item: tuple[tuple[str, ...], list[Frame]], acquisition: tuple[str, ...]
+) -> tuple[tuple[float, str], ...]:
+    """Sort key of a volume: its first acquisition values (diffusion), then its own values."""
+    key, frames = item
+    first = dict(zip(DIMENSION_ATTRIBUTES, _dimension_values(frames[0])))
+    return tuple(_sort_key(v) for v in (*(first[n] for n in acquisition), *key))
 
 
 def read_volumes(path: str | Path, series_uid: str | None = None) -> list[SeriesVolume]:
@@ -98,7 +142,7 @@ def read_volumes(path: str | Path, series_uid: str | None = None) -> list[Series
     series = select_series(describe_folder(path), series_uid)
     if not series.frames:
         raise DicomError(series.problem or "holds no image frames", path)
-    attribute, groups = group_volumes(list(series.frames))
+    attributes, groups = group_volumes(list(series.frames))
     for group in groups:
         check_frames(group, path)
     ordered = [frame for group in groups for frame in group]
@@ -107,10 +151,8 @@ def read_volumes(path: str | Path, series_uid: str | None = None) -> list[Series
     for group in groups:
         array = stack[start : start + len(group)].transpose(2, 1, 0)
         start += len(group)
-        value = (
-            _dimension_values(group[0])[DIMENSION_ATTRIBUTES.index(attribute)] if attribute else ""
-        )
-        result.append(SeriesVolume(attribute, value, volume_of_frames(array, group, series, path)))
+        volume = volume_of_frames(array, group, series, path)
+        result.append(SeriesVolume(attributes, _values(group[0], attributes), volume))
     if any(not np.allclose(v.volume.affine, result[0].volume.affine, atol=1e-3) for v in result):
         raise DicomError("the volumes of the series lie on different grids", path)
     return result
@@ -124,14 +166,30 @@ def read_volume(path: str | Path, volume: int, series_uid: str | None = None) ->
         DicomError: If the series cannot be grouped into volumes on one grid.
     """
     volumes = read_volumes(path, series_uid)
-    if not 1 <= volume <= len(volumes):
-        raise InputError(f"--volume {volume}: the series holds volumes 1..{len(volumes)}", path)
+    _check_volume(volume, len(volumes), Path(path))
     return volumes[volume - 1].volume
+
+
+def _check_volume(volume: int, count: int, source: Path) -> None:
+    """Refuse a volume number the series does not have, saying which it has."""
+    if 1 <= volume <= count:
+        return
+    if count == 1:
+        raise InputError(
+            f"--volume {volume}: the series is one 3D volume (leave --volume out, or give 1)",
+            source,
+        )
+    raise InputError(f"--volume {volume}: the series holds volumes 1..{count}", source)
 
 
 def _distinct_positions(frames: Sequence[Frame]) -> bool:
     positions = {tuple(np.round(f.position, 3)) for f in frames}
     return len(positions) == len(frames)
+
+
+def _values(frame: Frame, attributes: tuple[str, ...]) -> tuple[str, ...]:
+    row = dict(zip(DIMENSION_ATTRIBUTES, _dimension_values(frame)))
+    return tuple(row[name] for name in attributes)
 
 
 def _dimension_values(frame: Frame) -> tuple[str, ...]:
@@ -175,10 +233,7 @@ def convert_volumes(
         raise InputError("output must end in .nii or .nii.gz", target)
     volumes = read_volumes(source, series_uid)
     if volume is not None:
-        if not 1 <= volume <= len(volumes):
-            raise InputError(
-                f"--volume {volume}: the series holds volumes 1..{len(volumes)}", source
-            )
+        _check_volume(volume, len(volumes), Path(source))
         volumes = [volumes[volume - 1]]
     if len(volumes) == 1:
         write_nifti(volumes[0].volume, target)
@@ -187,7 +242,9 @@ def convert_volumes(
     write_nifti_array(array, volumes[0].volume.affine, target)
     sidecar = {
         "dimension_attribute": volumes[0].attribute,
-        "volumes": [{"index": i + 1, v.attribute: v.value} for i, v in enumerate(volumes)],
+        "volumes": [
+            {"index": i + 1, **dict(zip(v.attributes, v.values))} for i, v in enumerate(volumes)
+        ],
     }
     name = target.name.removesuffix(".gz").removesuffix(".nii") + ".json"
     write_text_atomic(target.with_name(name), json.dumps(sidecar, indent=2) + "\n")
@@ -213,9 +270,9 @@ def volumes_summary(series: SeriesInfo) -> str | None:
     if not frames or _distinct_positions(frames):
         return None
     try:
-        attribute, groups = group_volumes(frames)
+        attributes, groups = group_volumes(frames)
     except DicomError:
         return None
-    index = DIMENSION_ATTRIBUTES.index(attribute)
-    values = ", ".join(_dimension_values(group[0])[index] for group in groups)
-    return f"{len(groups)} volumes of {len(groups[0])} slices by {attribute} ({values})"
+    values = ", ".join("/".join(_values(group[0], attributes)) for group in groups)
+    by = "+".join(attributes)
+    return f"{len(groups)} volumes of {len(groups[0])} slices by {by} ({values})"
