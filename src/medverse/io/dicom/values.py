@@ -9,11 +9,13 @@ through pydicom as before, so every caller gets the value pydicom would give.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
 
@@ -23,19 +25,35 @@ def ascii_values(ds: Dataset, keyword: str) -> list[str] | None:
 
     None means "ask pydicom" (absent, already converted, or not an ASCII VR).
     """
-    tag = tag_for_keyword(keyword)
-    if tag is None or tag not in ds:
+    raw = _raw(ds, keyword)
+    if raw is None:
         return None
-    raw = ds.get_item(tag)
-    if not isinstance(raw, RawDataElement):
-        return None
-    vr = raw.VR or dictionary_VR(tag)
+    vr = raw.VR or dictionary_VR(raw.tag)
     if vr not in ASCII_VRS:
         return None
     if not raw.value:
         return []
     text = raw.value.decode("ascii", errors="replace").strip(" \x00")
     return [part.strip(" \x00") for part in text.split("\\")] if text else []
+
+
+@functools.cache
+def _tag(keyword: str) -> BaseTag | None:
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else BaseTag(tag)
+
+
+def _raw(ds: Dataset, keyword: str) -> RawDataElement | None:
+    """The element ``keyword`` if it is still raw in ``ds``, else None.
+
+    Read from pydicom's element store directly: ``tag in ds`` and ``ds.get_item`` turn the key
+    into a ``Tag`` first (about a microsecond each), a large share of a folder scan.
+    """
+    tag = _tag(keyword)
+    if tag is None:
+        return None
+    raw = ds._dict.get(tag)
+    return raw if isinstance(raw, RawDataElement) else None
 
 
 _BINARY_INTS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
@@ -46,12 +64,9 @@ def int_value(ds: Dataset, keyword: str, default: int) -> int:
 
     Raw little-endian binary and ASCII values are read here; others go through pydicom.
     """
-    tag = tag_for_keyword(keyword)
-    if tag is None or tag not in ds:
-        return default
-    raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement) and raw.is_little_endian:
-        vr = raw.VR or dictionary_VR(tag)
+    raw = _raw(ds, keyword)
+    if raw is not None and raw.is_little_endian:
+        vr = raw.VR or dictionary_VR(raw.tag)
         form = _BINARY_INTS.get(vr)
         if form is not None and raw.value is not None and len(raw.value) == struct.calcsize(form):
             return int(struct.unpack(form, raw.value)[0]) or default
@@ -61,4 +76,6 @@ def int_value(ds: Dataset, keyword: str, default: int) -> int:
                 return int(text[0]) or default if text else default
             except ValueError:
                 pass  # pydicom's conversion below names the problem as it always did
+    elif keyword not in ds:
+        return default
     return int(ds.get(keyword, default) or default)
