@@ -88,29 +88,21 @@ def add_pair(
         wp.atomic_add(blocks, block_of[t, 4 * a + b], wp.transpose(k))
 
 
-@wp.kernel
-def assemble_blocks(
-    dm_inv: wp.array(dtype=wp.mat33d),
-    rest_volume: wp.array(dtype=wp.float64),
-    mu: wp.array(dtype=wp.float64),
-    lam: wp.array(dtype=wp.float64),
-    active: wp.array(dtype=wp.int32),
-    rotation: wp.array(dtype=wp.mat33d),
-    block_of: wp.array2d(dtype=wp.int32),
+@wp.func
+def add_tet_blocks(
     blocks: wp.array(dtype=wp.mat33d),
+    block_of: wp.array2d(dtype=wp.int32),
+    t: int,
+    dmi: wp.mat33d,
+    r: wp.mat33d,
+    vmu: wp.float64,
+    vlam: wp.float64,
 ):
-    """Add each active tetrahedron's 16 warped-stiffness blocks (``blocks`` starts at zero).
+    """Add tetrahedron ``t``'s 16 warped-stiffness blocks (rotation ``r``, V mu, V lam).
 
     K is symmetric (K_ab = K_ba^T), so the 10 blocks with a >= b are computed. Elements that
     share an edge add to the same block: atomic on CUDA, a plain add on the CPU (one thread).
     """
-    t = wp.tid()
-    if active[t] == 0:
-        return
-    dmi = dm_inv[t]
-    r = rotation[t]
-    vmu = rest_volume[t] * mu[t]
-    vlam = rest_volume[t] * lam[t]
     g1 = wp.vec3d(dmi[0, 0], dmi[0, 1], dmi[0, 2])
     g2 = wp.vec3d(dmi[1, 0], dmi[1, 1], dmi[1, 2])
     g3 = wp.vec3d(dmi[2, 0], dmi[2, 1], dmi[2, 2])
@@ -129,6 +121,25 @@ def assemble_blocks(
     add_pair(blocks, block_of, t, 2, 2, pair_block(g2, g2, h2, h2, vmu, vlam))
     add_pair(blocks, block_of, t, 3, 2, pair_block(g3, g2, h3, h2, vmu, vlam))
     add_pair(blocks, block_of, t, 3, 3, pair_block(g3, g3, h3, h3, vmu, vlam))
+
+
+@wp.kernel
+def assemble_blocks(
+    dm_inv: wp.array(dtype=wp.mat33d),
+    rest_volume: wp.array(dtype=wp.float64),
+    mu: wp.array(dtype=wp.float64),
+    lam: wp.array(dtype=wp.float64),
+    active: wp.array(dtype=wp.int32),
+    rotation: wp.array(dtype=wp.mat33d),
+    block_of: wp.array2d(dtype=wp.int32),
+    blocks: wp.array(dtype=wp.mat33d),
+):
+    """Add each active tetrahedron's blocks at its stored rotation (``blocks`` starts at zero)."""
+    t = wp.tid()
+    if active[t] == 0:
+        return
+    vol = rest_volume[t]
+    add_tet_blocks(blocks, block_of, t, dm_inv[t], rotation[t], vol * mu[t], vol * lam[t])
 
 
 @wp.func

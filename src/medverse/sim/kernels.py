@@ -31,8 +31,8 @@ def column(m: wp.mat33d, j: int) -> wp.vec3d:
 
 
 @wp.func
-def rotation_turn(f: wp.mat33d, r: wp.mat33d) -> wp.vec3d:
-    """The turn omega that moves R towards the rotation maximising tr(R^T F).
+def rotation_turn(f: wp.mat33d, r: wp.mat33d) -> wp.vec4d:
+    """The turn omega that moves R towards the rotation maximising tr(R^T F); w = 1 if Newton's.
 
     With B = F R^T, tr((exp([omega]) R)^T F) = tr(B) + omega . t - omega^T H omega / 2 + ...,
     where t = sum_i r_i x f_i (the torque of Mueller et al.) and H = tr(B) I - sym(B). Where H
@@ -47,27 +47,34 @@ def rotation_turn(f: wp.mat33d, r: wp.mat33d) -> wp.vec3d:
     minor = h[0, 0] * h[1, 1] - h[0, 1] * h[1, 0]
     det = wp.determinant(h)
     if h[0, 0] > wp.float64(0.0) and minor > wp.float64(0.0) and det > _PD_MARGIN * tr * tr * tr:
-        return wp.inverse(h) * torque
-    return torque / (wp.abs(tr) + wp.float64(1.0e-12))
+        w = wp.inverse(h) * torque
+        return wp.vec4d(w[0], w[1], w[2], wp.float64(1.0))
+    w = torque / (wp.abs(tr) + wp.float64(1.0e-12))
+    return wp.vec4d(w[0], w[1], w[2], wp.float64(0.0))
 
 
 @wp.func
-def extract_rotation(f: wp.mat33d, q: wp.quatd, iterations: int) -> wp.quatd:
+def extract_rotation(f: wp.mat33d, q: wp.quatd, iterations: int, settled: wp.float64) -> wp.quatd:
     """Rotation nearest to F, as a quaternion, refined from the guess ``q``.
 
     Maximises tr(R^T F) over SO(3) (Mueller, Bender, Chentanez & Macklin, "A robust method to
     extract the rotational part of deformations", MIG 2016): the polar rotation for det F > 0
     and the inversion-safe (reflection-free) rotation for an inverted element. Each pass turns
-    R by ``rotation_turn`` (a Newton step where that is safe, so a warm start from the previous
-    step's rotation is converged to ~1e-6 in two passes, where the gradient turn alone needed
-    a dozen). The turn is applied as the quaternion (omega / 2, 1), normalised: a rotation
-    about omega by 2 atan(|omega| / 2), equal to exp([omega]) to second order (no sin/cos).
+    R by ``rotation_turn``; passes stop after ``iterations``, or once a Newton turn of at most
+    ``settled`` rad^2 has been taken (Newton's error after a turn of size d is about c d^2,
+    so a small Newton turn leaves the rotation converged), or once a turn is negligible. The
+    turn is applied as the quaternion (omega / 2, 1), normalised: a rotation about omega by
+    2 atan(|omega| / 2), equal to exp([omega]) to second order (no sin/cos).
     """
     for _ in range(iterations):
-        half = wp.float64(0.5) * rotation_turn(f, wp.quat_to_matrix(q))
-        if wp.dot(half, half) < wp.float64(1.0e-30):
+        turn = rotation_turn(f, wp.quat_to_matrix(q))
+        half = wp.float64(0.5) * wp.vec3d(turn[0], turn[1], turn[2])
+        size = wp.float64(4.0) * wp.dot(half, half)
+        if size < wp.float64(1.0e-30):
             break
         q = wp.normalize(wp.quatd(half[0], half[1], half[2], wp.float64(1.0)) * q)
+        if turn[3] > wp.float64(0.5) and size <= settled:
+            break
     return q
 
 
@@ -103,6 +110,7 @@ def elastic_forces(
     rotation: wp.array(dtype=wp.mat33d),
     quaternion: wp.array(dtype=wp.quatd),
     iterations: int,
+    settled: wp.float64,
     forces: wp.array(dtype=wp.vec3d),
     energy: wp.array(dtype=wp.float64),
 ):
@@ -117,7 +125,7 @@ def elastic_forces(
         return
     idx = tets[t]
     f = deformation(pos, idx, dm_inv[t])
-    q = extract_rotation(f, quaternion[t], iterations)
+    q = extract_rotation(f, quaternion[t], iterations, settled)
     quaternion[t] = q
     r = wp.quat_to_matrix(q)
     rotation[t] = r
@@ -142,6 +150,7 @@ def step_forces(
     rotation: wp.array(dtype=wp.mat33d),
     quaternion: wp.array(dtype=wp.quatd),
     iterations: int,
+    settled: wp.float64,
     forces: wp.array(dtype=wp.vec3d),
 ):
     """One pass of a time step: elastic forces and this step's rotations (no energy)."""
@@ -151,7 +160,7 @@ def step_forces(
     idx = tets[t]
     dmi = dm_inv[t]
     f = deformation(pos, idx, dmi)
-    q = extract_rotation(f, quaternion[t], iterations)
+    q = extract_rotation(f, quaternion[t], iterations, settled)
     quaternion[t] = q
     r = wp.quat_to_matrix(q)
     rotation[t] = r
