@@ -296,6 +296,8 @@ def main() -> None:
     where = f"-{args.store_dir.name}" if args.store_dir else ""
     where += "" if args.durability == "process" else f"-{args.durability}"
     name = f"bench_icu{'-quick' if args.quick else ''}{where}-cpu-{stamp}.json"
+    if (RESULTS / name).exists():  # an earlier run of the day keeps its file
+        name = name.replace(".json", datetime.now(UTC).strftime("-%H%M.json"))
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     cores = best["listener_cores"] if best else 0.0
     print(f"largest sustained: {result['largest_sustained_beds']} beds, listener at {cores:.2f} "
