@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import threading
 import time
@@ -112,10 +113,25 @@ def listen(
         durability: What an ACKed message survives on SQLite (`store.Durability`).
     """
     runtime = open_runtime(store_url, durability=durability)
+    _tune_gc()
     try:
         _run(serve_mllp(runtime, host, port, ListenerConfig(read_timeout=read_timeout), on_ready))
     finally:
         runtime.store.dispose()
+
+
+def _tune_gc() -> None:
+    """Garbage collection for a listener process (it is the process's own setting).
+
+    Per message the listener makes a few short-lived objects, freed by reference counting,
+    and keeps little; with Python's default (a young-generation pass every 700 net container
+    allocations, over everything start-up made too) collections cost about 5 us a message.
+    What start-up made is frozen (never scanned again) and the young generation is collected
+    every 20,000 net allocations; memory stays bounded, cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
