@@ -8,8 +8,8 @@ unconditionally stable for the warped stiffness, which is positive semi-definite
 construction; the linear system (1 + h alpha) M + (h^2 + h beta) K, with K assembled once per
 step from that step's rotations (``blocks``), is solved by a Jacobi-preconditioned conjugate
 gradient running entirely in Warp kernels (no host sync per iteration, so the same code runs
-on CPU and CUDA). A truncated CG from zero never overshoots
-in energy norm, so a fixed iteration budget keeps the step stable, just more damped.
+on CPU and CUDA). A truncated CG from zero never overshoots in energy norm, so a fixed
+iteration budget keeps the step stable, just more damped.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from medverse.sim.tetmesh import TetMesh
 
 # Rotation-extraction passes per step (warm-started from the last step's rotation), and for
 # exact evaluations (energy_and_forces, static solves), which iterate to convergence. A step
-# stops after a Newton turn under STEP_SETTLED_TURN rad (squared here): on the bench's pull
-# one such pass leaves the rotations within 3e-6 of converged (four passes of the earlier
+# stops after a Newton turn under 0.05 rad (STEP_SETTLED_TURN2 is its square): on the bench's
+# pull one such pass leaves the rotations within 3e-6 of converged (four passes of the earlier
 # gradient turn left 5e-4).
 STEP_ROTATION_PASSES = 2
 STEP_SETTLED_TURN2 = 0.05**2
