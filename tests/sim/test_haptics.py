@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medverse.core.errors import ConfigError
+from medverse.sim.haptic_loop import SEQUENCE
 from medverse.sim.haptics import (
     GraspSnapshot,
     HapticLoop,
@@ -107,3 +108,13 @@ def test_a_device_that_cannot_reach_the_haptic_process_is_refused() -> None:
     loop = HapticLoop(SimulatedDevice(lambda t: np.zeros(3)))
     with pytest.raises(ConfigError, match="isolation='thread'"):
         loop.start()
+
+
+def test_a_writer_stuck_mid_update_gives_no_force_instead_of_a_spinning_loop() -> None:
+    pointer = PointerInput(np.zeros(3))
+    loop = HapticLoop(pointer, isolation=Isolation.THREAD)
+    grasp = GraspState(np.array([0]), np.zeros((1, 3)), 100.0)
+    loop.publish(GraspSnapshot(grasp, np.array([[0.0, 0.0, 0.01]])))
+    assert loop.tick()[2] == pytest.approx(1.0)
+    loop.slots.view[SEQUENCE] += 1.0  # as if the physics died between its two counter bumps
+    np.testing.assert_array_equal(loop.tick(), np.zeros(3))

@@ -36,6 +36,8 @@ TIP, FORCE, ANCHOR = slice(0, 3), slice(3, 6), slice(6, 9)
 STIFFNESS, SEQUENCE, STOP, SLOTS = 9, 10, 11, 12
 # The process loop checks every this many ticks that the process that started it is alive.
 PARENT_CHECK_TICKS = 250
+# Reads of the grasp slots a tick tries before it renders no force (a writer stuck mid-update).
+GRASP_READ_TRIES = 100
 
 
 class TipSource(Protocol):
@@ -66,20 +68,27 @@ class SharedSlots:
 
     def publish_grasp(self, anchor: np.ndarray, stiffness: float) -> None:
         """Physics side: the grasp anchor (m) and its stiffness (N/m; 0 = nothing grasped)."""
+        point = np.asarray(anchor, dtype=np.float64).reshape(3)  # checked before any write
+        k = float(stiffness)
         v = self.view
         v[SEQUENCE] += 1.0  # odd: writing
-        v[ANCHOR] = anchor
-        v[STIFFNESS] = stiffness
+        v[ANCHOR] = point
+        v[STIFFNESS] = k
         v[SEQUENCE] += 1.0  # even: consistent again
 
     def grasp(self) -> tuple[np.ndarray, float]:
-        """Loop side: a consistent (anchor, stiffness) pair."""
+        """Loop side: a consistent (anchor, stiffness) pair; no grasp if none can be read.
+
+        The retries are bounded: a writer that died mid-update must not leave a real-time
+        loop spinning on a core.
+        """
         v = self.view
-        while True:
+        for _ in range(GRASP_READ_TRIES):
             before = v[SEQUENCE]
             anchor, stiffness = v[ANCHOR].copy(), float(v[STIFFNESS])
             if before % 2.0 == 0.0 and v[SEQUENCE] == before:
                 return anchor, stiffness
+        return np.zeros(3), 0.0
 
 
 @dataclass
