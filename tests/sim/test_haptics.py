@@ -36,6 +36,17 @@ def lifting(t: float) -> np.ndarray:
     return TOP + np.array([0.0, 0.0, min(0.02, 0.05 * t)])
 
 
+class FailingDevice:
+    """A device whose position cannot be read (a driver that fails in the haptic process)."""
+
+    def read_tip(self) -> np.ndarray:
+        """Fail."""
+        raise RuntimeError("device unplugged")
+
+    def render_force(self, force: np.ndarray) -> None:
+        """Never reached."""
+
+
 def test_tick_renders_k_dx_of_the_published_grasp() -> None:
     pointer = PointerInput(np.array([0.0, 0.0, 0.01]))
     loop = HapticLoop(pointer)
@@ -118,3 +129,14 @@ def test_a_writer_stuck_mid_update_gives_no_force_instead_of_a_spinning_loop() -
     assert loop.tick()[2] == pytest.approx(1.0)
     loop.slots.view[SEQUENCE] += 1.0  # as if the physics died between its two counter bumps
     np.testing.assert_array_equal(loop.tick(), np.zeros(3))
+
+
+def test_a_haptic_process_that_dies_is_stopped_with_an_empty_trace() -> None:
+    loop = HapticLoop(PointerInput())
+    loop.device = FailingDevice()  # the process gets this one; the constructor read the pointer
+    loop.start()
+    time.sleep(0.2)
+    trace = loop.stop()
+    assert trace.times == []
+    with pytest.raises(ConfigError, match="no haptic ticks"):
+        trace.period_stats_ms()

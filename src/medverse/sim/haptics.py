@@ -222,7 +222,10 @@ class HapticLoop:
             self._thread.join(timeout=5.0)
         elif self._process is not None:
             if self._conn.poll(10.0):
-                self._flat = self._conn.recv()
+                try:
+                    self._flat = self._conn.recv()
+                except EOFError:  # the haptic process died (its error is on stderr)
+                    self._flat = array("d")
             self._process.join(timeout=5.0)
             if self._process.is_alive():
                 self._process.terminate()
