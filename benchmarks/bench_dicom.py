@@ -62,13 +62,14 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    from medverse.io.dicom.pixels import DECODE_THREADS
+    from medverse.io.dicom.pixels import DECODE_THREADS, THREAD_MIN_FILES
 
     return {
         "cpu": model,
         "cpu_count": os.cpu_count(),
         "isa": {k: k in flags for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")},
         "decode_threads": DECODE_THREADS,
+        "threads_from_compressed_files": THREAD_MIN_FILES,
         "load_average": os.getloadavg(),
         "python": sys.version.split()[0],
         "precision": "stored integers; float32 where RescaleSlope/Intercept apply",
@@ -157,7 +158,9 @@ def main() -> None:
     print(
         f"CPU {info['cpu']} ({info['cpu_count']} threads), ISA "
         + ", ".join(k for k, v in info["isa"].items() if v)
-        + f"; medverse decodes on {info['decode_threads']} threads; load {info['load_average']}"
+        + f"; medverse decodes on {info['decode_threads']} threads (series of "
+        + f"{info['threads_from_compressed_files']}+ compressed files); "
+        + f"load {info['load_average']}"
     )
     rows = []
     for folder in series_folders():
@@ -193,6 +196,7 @@ def main() -> None:
             {
                 "date": stamp.isoformat(),
                 "machine": info,
+                "load_average_at_end": os.getloadavg(),
                 "repeats": args.repeats,
                 "measure": "median per series; ratios of summed process CPU seconds",
                 "series": rows,
@@ -204,6 +208,7 @@ def main() -> None:
         )
         + "\n"
     )
+    print(f"load average at the start {info['load_average']}, at the end {os.getloadavg()}")
     print(f"results in {target}")
     print(f"time_ratio_medverse_over_dcm2niix: {ratio_d:.3f}")
     print(f"time_ratio_medverse_over_simpleitk: {ratio_s:.3f}")

@@ -76,3 +76,13 @@ def test_a_file_cut_inside_a_skipped_element_is_named(tmp_path: Path) -> None:
         DicomError, match=r"truncated DICOM file \(ends inside element \(0009,1027\)\)"
     ):
         read_header(path)
+
+
+def test_a_philips_file_cut_in_its_private_groups_is_named(tmp_path: Path) -> None:
+    """The walk jumps over private groups past 0029 only to a Pixel Data element that fits."""
+    (path,) = copy_files(_dicom_files(VENDOR_SAMPLES / "philips_fmri_4d")[:1], tmp_path)
+    fast = read_fast_header(path, path.read_bytes())
+    assert fast is not None
+    truncate(path, fast.pixel_offset - 2000)  # inside Philips group 2001/2005 elements
+    with pytest.raises(DicomError, match=r"truncated DICOM file \(ends inside element"):
+        read_header(path)

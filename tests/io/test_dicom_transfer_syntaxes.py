@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from medverse.io.dicom.header import read_header
@@ -63,6 +64,9 @@ def _decoded(path: Path) -> np.ndarray:
     if syntax != DeflatedExplicitVRLittleEndian:  # deflated: pydicom reads the whole file
         layout = frames[0].layout
         assert layout is not None and read_layout(path, layout) is not None
+        if not layout.dtype:  # encapsulated: the decoder gets what pydicom would give it
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            assert dict(layout.options) == as_pixel_options(header)
     by_layout = read_stack(frames)
     full = decode_file(path)
     assert by_layout.dtype == full.dtype and np.array_equal(by_layout, full)

@@ -7,7 +7,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from medverse.io.dicom.values import ascii_values
+from medverse.io.dicom.values import ascii_values, element_value
 
 DIMENSION_ATTRIBUTES = (
     "TemporalPositionIndex",
@@ -76,7 +76,7 @@ def _lookup(ds: Dataset, per_frame: Dataset, shared: Dataset, keyword: str) -> A
                     break
         if value is not None:
             return value
-    return ds.get(keyword)
+    return element_value(ds, keyword)
 
 
 def _nested(item: Dataset, path: tuple[str, ...], keyword: str) -> Any:
@@ -84,11 +84,11 @@ def _nested(item: Dataset, path: tuple[str, ...], keyword: str) -> Any:
     if not path:
         return None
     for sequence in path:
-        items = item.get(sequence)
+        items = element_value(item, sequence)
         if not items:
             return None
         item = items[0]
-    return item.get(keyword)
+    return element_value(item, keyword)
 
 
 def _text(value: Any) -> str:

@@ -106,7 +106,7 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _DELIMITERS = frozenset({_ITEM_END, _SEQUENCE_END})
 _PIXEL_DATA_BYTES = b"\xe0\x7f\x10\x00"
-_SEQUENCE_DELIMITER_BYTES = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_PIXEL_SIZE_TAGS = tuple(_tag(k) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated"))
 _NUMBER_OF_FRAMES = _tag("NumberOfFrames")
 _CLASSIC_LAST = 0x0029FFFF
 """The last tag a single-frame image needs (Siemens private group 0029, for mosaics)."""
@@ -200,9 +200,9 @@ def _walk(
         if tag in _PIXEL_TAGS:
             return kept, pos
         if tag > _CLASSIC_LAST and not meta_only and _NUMBER_OF_FRAMES not in kept:
-            # a single-frame image needs nothing past the private groups 0029: jump to the
-            # pixel data (often hundreds of private elements earlier), else walk on
-            pixel_offset = _pixel_data_at_end(data, pos, explicit)
+            # a single-frame image needs nothing past the private groups 0029: jump to its
+            # uncompressed pixel data (often hundreds of private elements on), else walk on
+            pixel_offset = _pixel_data_at_end(data, kept, explicit)
             if pixel_offset > 0:
                 return kept, pixel_offset
         start = pos
@@ -235,25 +235,40 @@ def _walk(
     return kept, (-1 if not meta_only else pos)
 
 
-def _pixel_data_at_end(data: bytes | mmap.mmap, pos: int, explicit: bool) -> int:
-    """Offset of a Pixel Data element whose value ends the file, searched from the end; or -1.
+def _pixel_data_at_end(
+    data: bytes | mmap.mmap, kept: dict[int, RawDataElement | DataElement], explicit: bool
+) -> int:
+    """Offset of an uncompressed Pixel Data element that ends the file, or -1.
 
-    Only an element whose tag, VR and length fit exactly counts (a value that happens to
-    hold the tag's bytes does not): a native value must end at the file's end, an
-    encapsulated one must be followed by nothing but its sequence delimiter.
+    Its length follows from Rows, Columns, SamplesPerPixel and BitsAllocated, so its header
+    can only be at one place (two with the odd-length pad byte); it counts only if the tag,
+    VR and length stored there are exactly those. Compressed or padded files: -1 (walk on).
     """
-    at = data.rfind(_PIXEL_DATA_BYTES, pos)
-    if at < 0:
+    sizes = [_us(kept, tag) for tag in _PIXEL_SIZE_TAGS]
+    rows, columns, samples, bits = sizes
+    if not (rows and columns and bits) or bits % 8:
         return -1
-    if explicit:
-        if data[at + 4 : at + 8] not in (b"OB\0\0", b"OW\0\0") or at + 12 > len(data):
-            return -1
-        length, start = _U32(data, at + 8)[0], at + 12
-    else:
-        length, start = _U32(data, at + 4)[0], at + 8
-    if length == _UNDEFINED:
-        return at if data[-8:] == _SEQUENCE_DELIMITER_BYTES else -1
-    return at if start + length == len(data) else -1
+    length = rows * columns * (samples or 1) * bits // 8
+    for value_length in (length, length + 1):
+        at = len(data) - value_length - (12 if explicit else 8)
+        if at < 0 or data[at : at + 4] != _PIXEL_DATA_BYTES:
+            continue
+        if explicit and data[at + 4 : at + 12] in (
+            b"OB\0\0" + struct.pack("<I", value_length),
+            b"OW\0\0" + struct.pack("<I", value_length),
+        ):
+            return at
+        if not explicit and _U32(data, at + 4)[0] == value_length:
+            return at
+    return -1
+
+
+def _us(kept: dict[int, RawDataElement | DataElement], tag: int) -> int:
+    """A raw US value (0 when absent or not two bytes)."""
+    raw = kept.get(tag)
+    if not isinstance(raw, RawDataElement) or raw.value is None or len(raw.value) != 2:
+        return 0
+    return int(struct.unpack("<H", raw.value)[0])
 
 
 def _sequence(

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from medverse.core.errors import DicomError
 from medverse.io.dicom.dimensions import classic_dimensions, enhanced_dimensions
-from medverse.io.dicom.values import ascii_values, int_value
+from medverse.io.dicom.values import ascii_values, element_value, int_value
 
 if TYPE_CHECKING:
     from medverse.io.dicom.layout import PixelLayout
@@ -141,10 +141,10 @@ def _enhanced_frame(ds: Dataset, fg: Dataset, shared: Dataset, index: int, path:
 
     def lookup(sequence: str, keyword: str) -> Any:
         for group in (fg, shared):
-            items = group.get(sequence)
+            items = element_value(group, sequence)
             if items and keyword in items[0]:
-                return items[0].get(keyword)
-        return ds.get(keyword)
+                return element_value(items[0], keyword)
+        return element_value(ds, keyword)
 
     def required(sequence: str, keyword: str, size: int) -> list[float]:
         value = lookup(sequence, keyword)

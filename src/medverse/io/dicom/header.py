@@ -276,11 +276,40 @@ def study_and_series_uids(ds: Dataset) -> tuple[str, str]:
     """The dataset's Study and Series Instance UIDs, or their :func:`stand_in_uid` when empty."""
     study = text_value(ds, "StudyInstanceUID")
     series = text_value(ds, "SeriesInstanceUID")
+    if study and series:
+        return study, series
+    # every file of such a series repeats the same identifying bytes: convert them once
+    key = _identity_bytes(ds)
+    known = _STAND_INS.get((study, series, key)) if key is not None else None
+    if known is not None:
+        return known
     study_uid = study or stand_in_uid("study", (text_value(ds, k) for k in STUDY_IDENTITY))
     series_uid = series or stand_in_uid(
         "series", [study_uid, *(text_value(ds, k) for k in SERIES_IDENTITY)]
     )
+    if key is not None:
+        if len(_STAND_INS) >= 1024:
+            _STAND_INS.clear()
+        _STAND_INS[(study, series, key)] = (study_uid, series_uid)
     return study_uid, series_uid
+
+
+_STAND_INS: dict[tuple[str, str, tuple[object, ...]], tuple[str, str]] = {}
+"""Stand-in UIDs by the raw bytes they were made from (the same bytes give the same UIDs)."""
+
+
+def _identity_bytes(ds: Dataset) -> tuple[object, ...] | None:
+    """The raw VR and bytes of the identifying elements (None where one is already converted)."""
+    key: list[object] = []
+    for keyword in ("SpecificCharacterSet", *STUDY_IDENTITY, *SERIES_IDENTITY):
+        if keyword not in ds:
+            key.append(None)
+            continue
+        raw = ds.get_item(keyword)
+        if not isinstance(raw, RawDataElement):
+            return None
+        key.append((raw.VR, raw.value, raw.is_little_endian))
+    return tuple(key)
 
 
 def _summarise(ds: Dataset, path: Path, layout: PixelLayout | None) -> DicomHeader:

@@ -20,7 +20,6 @@ from typing import BinaryIO
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
-from pydicom.pixels.utils import as_pixel_options
 
 from medverse.io.dicom.fastheader import (
     ENCAPSULATED_PREFIXES,
@@ -33,16 +32,15 @@ from medverse.io.dicom.values import ascii_values, int_value
 
 _PIXEL_DATA = b"\xe0\x7f\x10\x00"
 _UNDEFINED = 0xFFFFFFFF
-_OPTION_KEYS = (
-    "samples_per_pixel",
-    "photometric_interpretation",
-    "number_of_frames",
-    "rows",
-    "columns",
-    "bits_allocated",
-    "bits_stored",
-    "pixel_representation",
+_OPTIONS = (
+    ("samples_per_pixel", "SamplesPerPixel"),
+    ("rows", "Rows"),
+    ("columns", "Columns"),
+    ("bits_allocated", "BitsAllocated"),
+    ("bits_stored", "BitsStored"),
+    ("pixel_representation", "PixelRepresentation"),
 )
+"""pydicom decoding options read as integers (the keyword's value, when present)."""
 
 
 @dataclass(frozen=True)
@@ -96,14 +94,21 @@ def layout_of(header: FastHeader, data: bytes | mmap.mmap) -> PixelLayout | None
     if syntax.startswith(ENCAPSULATED_PREFIXES) and length == _UNDEFINED and vr != "UN":
         if int_value(ds, "SamplesPerPixel", 1) != 1:
             return None
-        options = as_pixel_options(ds)
-        kept = tuple((k, _plain_value(options[k])) for k in _OPTION_KEYS if k in options)
-        return PixelLayout(offset, head, size, "", shape, syntax, kept)
+        return PixelLayout(offset, head, size, "", shape, syntax, _decoder_options(ds, shape[0]))
     return None
 
 
-def _plain_value(value: object) -> int | str:
-    return value if isinstance(value, int) else str(value)
+def _decoder_options(ds: Dataset, frames: int) -> tuple[tuple[str, int | str], ...]:
+    """What pydicom's ``as_pixel_options`` gives for greyscale data, from the raw values."""
+    options: list[tuple[str, int | str]] = [("number_of_frames", frames)]
+    for option, keyword in _OPTIONS:
+        if keyword in ds:
+            options.append((option, int_value(ds, keyword, 0)))
+    if "PhotometricInterpretation" in ds:
+        text = ascii_values(ds, "PhotometricInterpretation")
+        value = "\\".join(text) if text is not None else str(ds.PhotometricInterpretation)
+        options.append(("photometric_interpretation", value))
+    return tuple(options)
 
 
 def read_layout(path: Path, layout: PixelLayout) -> np.ndarray | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -54,6 +55,18 @@ def _raw(ds: Dataset, keyword: str) -> RawDataElement | None:
         return None
     raw = ds._dict.get(tag)
     return raw if isinstance(raw, RawDataElement) else None
+
+
+def element_value(ds: Dataset, keyword: str) -> Any:
+    """``ds.get(keyword)`` (pydicom's converted value, None when absent), found by tag.
+
+    Functional-group look-ups ask many items for elements they lack: ``Dataset.get`` finds
+    those through attribute look-up and a caught ``AttributeError``, this by one dict look-up.
+    """
+    tag = _tag(keyword)
+    if tag is None or tag not in ds._dict:
+        return None
+    return ds[tag].value
 
 
 _BINARY_INTS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
