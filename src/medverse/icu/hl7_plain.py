@@ -1,11 +1,12 @@
 """The listener's hot path: a plain ORU^R01 read in one pass, or None to take the full path.
 
 A message with the default delimiters and no escapes or repetitions (`hl7_oru.is_plain`) is
-read field by field with ``str.split`` and small caches (code and unit per OBX-3/OBX-6
-spelling, epoch seconds per HL7 time). Anything it does not take as it comes (another message
-type, a bad value, unit or time, a missing bed) returns None, and the caller reads the
-message with `hl7_oru.parse_message` / `hl7_oru.read_oru`, which name the problem in the NAK.
-Tests hold this reader to that one: the same `VitalSet` for every message it accepts.
+read field by field with ``str.split`` and small caches (parameter and unit conversion per
+OBX-3/OBX-6/OBX-11 spelling, epoch seconds per HL7 time). Anything it does not take as it
+comes (another message type, a bad value, unit or time, a missing bed) returns None, and the
+caller reads the message with `hl7_oru.parse_message` / `hl7_oru.read_oru`, which name the
+problem in the NAK. Tests hold this reader to that one: the same `VitalSet` for every message
+it accepts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ Reading = tuple[Parameter, Callable[[float], float] | None] | tuple[None, None]
 _readings: dict[tuple[str, str, str], Reading] = {}
 _times: dict[str, float] = {}
 _letters: dict[str, float] = {}
+Read = tuple[Parameter | None, float, str]  # parameter (None: not read), chart value, OBX-14
+_SKIPPED: Read = (None, 0.0, "")
+_LINES_LIMIT = 16_384  # OBX lines kept (a few MB); cleared when full
+_lines: dict[str, Read] = {}
 
 
 def _first(field: str) -> str:
@@ -92,35 +97,58 @@ def _usable(status: str) -> bool:
 _PAD = [""] * 15
 
 
+def _obx(line: str) -> Read | None:
+    """(parameter, chart value, first component of OBX-14) of one OBX line.
+
+    `_SKIPPED` for a code or status not read, None to defer; raises ValueError/InputError on
+    a value the full reader names in its NAK.
+    """
+    obx = line.split("|")  # OBX-n at index n
+    if len(obx) < 15:
+        obx += _PAD[len(obx) :]  # absent fields read as empty, as in hl7_oru
+    key = (obx[3], obx[6], obx[11])
+    reading = _readings.get(key) or _reading(*key)
+    if reading is None:
+        return None
+    parameter, convert = reading
+    if parameter is None:
+        return _SKIPPED
+    raw = obx[5]
+    if convert is None:
+        value = _letter(raw)
+    else:
+        number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
+        if not math.isfinite(number):
+            raise ValueError(raw)
+        value = number if convert is _same else convert(number)
+    when = obx[14]
+    return parameter, value, (when.partition("^")[0] if "^" in when else when)
+
+
 def _values(obx_lines: list[str]) -> tuple[dict[Parameter, float], str] | None:
     """Values by parameter and the first used OBX-14; None to defer.
 
-    Raises ValueError/InputError on a value the full reader names in its NAK.
+    An OBX line read before is taken from `_lines` (at 1 Hz across many beds most lines
+    repeat within the second: same code, value, unit, status and time). Raises
+    ValueError/InputError on a value the full reader names in its NAK.
     """
     values: dict[Parameter, float] = {}
     observed = ""
     for line in obx_lines:
-        obx = line.split("|")  # OBX-n at index n
-        if len(obx) < 15:
-            obx += _PAD[len(obx) :]  # absent fields read as empty, as in hl7_oru
-        key = (obx[3], obx[6], obx[11])
-        reading = _readings.get(key) or _reading(*key)
-        if reading is None:
-            return None
-        parameter, convert = reading
+        read = _lines.get(line)
+        if read is None:
+            read = _obx(line)
+            if read is None:
+                return None
+            if len(_lines) >= _LINES_LIMIT:
+                _lines.clear()
+            _lines[line] = read
+        parameter, value, when = read
         if parameter is None:
             continue
-        raw = obx[5]
-        if convert is None:
-            values[parameter] = _letter(raw)
-        else:
-            number = float(raw.partition("^")[0] if "^" in raw else raw)  # float() strips
-            if not math.isfinite(number):
-                raise ValueError(raw)
-            values[parameter] = number if convert is _same else convert(number)
+        values[parameter] = value
         if not observed:
-            when = obx[14]
-            observed = when.partition("^")[0] if "^" in when else when
+            observed = when
     return values, observed
 
 
