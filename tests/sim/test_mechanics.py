@@ -7,7 +7,7 @@ import pytest
 
 from medverse.sim.materials import Material
 from medverse.sim.solver import SolverSettings, TissueSolver
-from medverse.sim.tetmesh import box_mesh
+from medverse.sim.tetmesh import TetMesh, box_mesh
 from tests.sim.helpers import box_solver
 
 G = 9.81
@@ -85,3 +85,25 @@ def test_cantilever_tip_deflection_matches_euler_bernoulli() -> None:
     deflection = -(solver.positions()[tip, 2] - solver.mesh.points[tip, 2]).mean()
     analytic = rho * G * h * h * length**4 / (8 * e * h**4 / 12)
     assert deflection == pytest.approx(analytic, rel=0.05)
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_rotation_is_the_polar_one_or_the_inversion_safe_one(inverted: bool) -> None:
+    """R maximises tr(R^T F) over rotations: U V^T, or U diag(1, 1, -1) V^T once det F < 0."""
+    rest = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    solver = TissueSolver(
+        TetMesh(rest, np.array([[0, 1, 2, 3]])),
+        Material(1000.0, 0.3, 1000.0),
+        settings=SolverSettings(device="cpu"),
+    )
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        f = np.eye(3) + 0.4 * rng.standard_normal((3, 3))
+        if (np.linalg.det(f) < 0) != inverted:
+            f[:, 0] *= -1.0
+        solver.set_positions(rest @ f.T)
+        solver.compute_forces()
+        u, _, vt = np.linalg.svd(f)
+        flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+        expected = u @ flip @ vt
+        np.testing.assert_allclose(solver.rotation.numpy()[0], expected, atol=1e-9)
