@@ -52,7 +52,7 @@ def classic_dimensions(ds: Dataset) -> tuple[str, ...]:
 
 def _classic_text(ds: Dataset, keyword: str) -> str:
     text = ascii_values(ds, keyword)
-    return "\\".join(text) if text is not None else _text(ds.get(keyword))
+    return "\\".join(text) if text is not None else _text(element_value(ds, keyword))
 
 
 def enhanced_dimensions(ds: Dataset, per_frame: Dataset, shared: Dataset) -> tuple[str, ...]:

@@ -129,10 +129,12 @@ class FastHeader:
     Attributes:
         dataset: The kept top-level elements (raw, converted lazily), with ``file_meta``.
         pixel_offset: Byte offset of the pixel data element's header (-1 when absent).
+        syntax: The TransferSyntaxUID.
     """
 
     dataset: Dataset
     pixel_offset: int
+    syntax: str = ""
 
 
 class _NeedsPydicomError(Exception):
@@ -175,7 +177,7 @@ def read_fast_header(
     ds = Dataset({BaseTag(tag): raw for tag, raw in elements.items()})
     ds.file_meta = file_meta
     ds.set_original_encoding(not explicit, True, _text(elements.get(0x00080005)) or None)
-    return FastHeader(ds, pixel_offset)
+    return FastHeader(ds, pixel_offset, syntax)
 
 
 def _walk(

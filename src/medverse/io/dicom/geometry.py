@@ -97,8 +97,8 @@ def frames_from_header(ds: Dataset, path: Path) -> list[Frame]:
         DicomError: If a position, orientation or pixel spacing is missing or malformed.
     """
     n_frames = int_value(ds, "NumberOfFrames", 1)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    per_frame = element_value(ds, "PerFrameFunctionalGroupsSequence")
+    shared_seq = element_value(ds, "SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else Dataset()
     if per_frame is not None or shared_seq is not None:
         if per_frame is None or len(per_frame) != n_frames:
@@ -365,7 +365,7 @@ def _top_number(ds: Dataset, keyword: str, default: float) -> float:
             return float(text[0])
         except ValueError:
             pass
-    return _number(ds.get(keyword), default)
+    return _number(element_value(ds, keyword), default)
 
 
 def _number(value: Any, default: float) -> float:

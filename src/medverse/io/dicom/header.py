@@ -19,7 +19,7 @@ from medverse.io.dicom.fastheader import FastHeader, read_fast_header
 from medverse.io.dicom.geometry import Frame, frames_from_header, sop_instance_uid
 from medverse.io.dicom.layout import PixelLayout, layout_of
 from medverse.io.dicom.mosaic import mosaic_count, mosaic_frames
-from medverse.io.dicom.values import ascii_values, int_value
+from medverse.io.dicom.values import ascii_values, element_value, int_value
 from medverse.io.quiet import quiet_pydicom
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -350,7 +350,7 @@ def _summarise(ds: Dataset, path: Path, layout: PixelLayout | None) -> DicomHead
 
 
 def _referenced_series(ds: Dataset) -> str:
-    references = ds.get("ReferencedSeriesSequence") or []
+    references = element_value(ds, "ReferencedSeriesSequence") or []
     return text_value(references[0], "SeriesInstanceUID") if references else ""
 
 
@@ -359,7 +359,7 @@ def text_value(ds: Dataset, keyword: str) -> str:
     text = ascii_values(ds, keyword)
     if text is not None and len(text) <= 1:
         return text[0] if text else ""
-    return str(ds.get(keyword, "") or "").strip()
+    return str(element_value(ds, keyword) or "").strip()
 
 
 def sop_class_uid(ds: Dataset) -> str:

@@ -75,7 +75,7 @@ def layout_of(header: FastHeader, data: bytes | mmap.mmap) -> PixelLayout | None
     ds, offset = header.dataset, header.pixel_offset
     if offset < 0 or data[offset : offset + 4] != _PIXEL_DATA:
         return None
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    syntax = header.syntax
     try:
         vr, length, start = element_header(data, offset, syntax != "1.2.840.10008.1.2")
         shape = (
