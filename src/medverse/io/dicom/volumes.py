@@ -183,8 +183,8 @@ def _check_volume(volume: int, count: int, source: Path) -> None:
 
 
 def _distinct_positions(frames: Sequence[Frame]) -> bool:
-    positions = {tuple(np.round(f.position, 3)) for f in frames}
-    return len(positions) == len(frames)
+    rounded = np.round(np.array([f.position for f in frames], dtype=np.float64), 3)
+    return len({tuple(row) for row in rounded.tolist()}) == len(frames)
 
 
 def _values(frame: Frame, attributes: tuple[str, ...]) -> tuple[str, ...]:
