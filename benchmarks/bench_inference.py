@@ -110,8 +110,10 @@ def run_study(
     pipeline: Any, study: Study, out_root: Path, device: torch.device
 ) -> tuple[RunResult, dict[str, float]]:
     out_dir = Path(tempfile.mkdtemp(prefix=f"{pipeline.name}-", dir=out_root))
+    cpu = time.process_time()
     with measure_memory(device) as memory:
         result = pipeline(study.path, out_dir)
+    memory["cpu_seconds"] = time.process_time() - cpu  # all threads of this process
     return result, memory
 
 
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     pipeline = next(p for p in pipelines if p.name == name)
                     result = run_study(pipeline, study, out_root, device)
                     runs.setdefault((study.name, name), []).append(result)
-                    print(f"  {study.name:16s} {name:16s} {result[0].total:7.2f} s "
+                    print(f"  {study.name:16s} {name:16s} {result[0].total:7.2f} s wall "
+                          f"{result[1]['cpu_seconds']:7.2f} s CPU "
                           f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
         for study in inputs:
             eager_run = run_study(eager, study, out_root, device)[0]
@@ -226,6 +229,7 @@ def summarise(
             "seconds": [round(r.total, 3) for r, _ in results],
             "median_seconds": round(median([r.total for r, _ in results]), 3),
             "median_step_seconds": {k: round(v, 3) for k, v in steps.items()},
+            "median_cpu_seconds": round(median([m["cpu_seconds"] for _, m in results]), 3),
             "peak_rss_mib": round(max(m["peak_rss_mib"] for _, m in results), 1),
             **(
                 {"peak_cuda_mib": round(max(m["peak_cuda_mib"] for _, m in results), 1)}
@@ -239,9 +243,9 @@ def summarise(
     mine = np.asarray(nib.load(str(ours.output)).dataobj)
     exact = np.asarray(nib.load(str(eager.output)).dataobj)
     entry["agreement_vs_fp32_eager"] = agreement(mine, exact, sorted(CLASSES))
-    entry["speedup"] = round(
-        entry[pipelines[0].name]["median_seconds"] / entry[pipelines[1].name]["median_seconds"], 3
-    )
+    ref, ours_ = entry[pipelines[0].name], entry[pipelines[1].name]
+    entry["speedup"] = round(ref["median_seconds"] / ours_["median_seconds"], 3)
+    entry["speedup_cpu_seconds"] = round(ref["median_cpu_seconds"] / ours_["median_cpu_seconds"], 3)
     return entry
 
 
@@ -256,6 +260,8 @@ def report(record: dict[str, Any], pipelines: list[Any], json_path: Path | None)
     record["totals"] = {
         "reference_seconds": round(ref_total, 3),
         "medverse_seconds": round(our_total, 3),
+        "reference_cpu_seconds": round(_total_cpu(studies_, ref_name), 3),
+        "medverse_cpu_seconds": round(_total_cpu(studies_, our_name), 3),
         "voxel_agreement_reference_grid": round(overall["reference_grid"], 6),
         "voxel_agreement_input_grid": round(overall["input_grid"], 6),
         "voxel_agreement_vs_fp32_eager": round(overall["fp32_eager"], 6),
@@ -285,14 +291,15 @@ def report(record: dict[str, Any], pipelines: list[Any], json_path: Path | None)
 
 
 def _print_studies(studies_: dict[str, Any], ref_name: str, our_name: str) -> None:
-    columns = ("reference s", "medverse s", "speedup", "vs eager", "vs ref", "fg Dice")
+    columns = ("reference s", "medverse s", "speedup", "CPU-s x", "vs eager", "vs ref", "fg Dice")
     print(f"{'study':16s} " + " ".join(f"{c:>11s}" for c in (*columns, "ref MiB", "our MiB")))
     for name, s in studies_.items():
         ref, ours = s[ref_name], s[our_name]
         exact, on_ref = s["agreement_vs_fp32_eager"], s["agreement"]["reference_grid"]
         print(
             f"{name:16s} {ref['median_seconds']:11.2f} {ours['median_seconds']:11.2f} "
-            f"{s['speedup']:11.2f} {exact['voxel_agreement']:11.5f} "
+            f"{s['speedup']:11.2f} {s['speedup_cpu_seconds']:11.2f} "
+            f"{exact['voxel_agreement']:11.5f} "
             f"{on_ref['voxel_agreement']:11.5f} {exact['foreground_dice_mean']:11.4f} "
             f"{ref['peak_rss_mib']:11.0f} {ours['peak_rss_mib']:11.0f}"
         )
@@ -316,6 +323,11 @@ def _print_rows(record: dict[str, Any], ref_name: str, our_name: str) -> None:
     for name, seconds, precision, backend in rows:
         where = f" ({backend})" if backend else ""
         print(f"{name:22s} {seconds:10.2f} {isa:>8s} {threads:7d}  {precision}{where}")
+
+
+def _total_cpu(studies: dict[str, Any], name: str) -> float:
+    """Median process CPU seconds of one pipeline, summed over the studies."""
+    return float(sum(s[name]["median_cpu_seconds"] for s in studies.values()))
 
 
 def _overall(studies: dict[str, Any], grid: str) -> float:

@@ -14,7 +14,9 @@ contiguous and copy straight into the Fortran-ordered (NIfTI's order) output arr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ BOUNDARY_CHUNK = 1 << 20
 
 FLAG = 128
 """Bit that marks a mixed cell in a gathered channel index (for fewer than 128 channels)."""
+
+FILL_THREADS = 4
+"""Most threads that fill blocks of native slices at once on a CPU (at most one per core)."""
 
 DENSE_FRACTION = 0.25
 """Above this fraction of boundary voxels in a block, interpolating everything is cheaper."""
@@ -94,13 +99,27 @@ class NativeLabels:
         self._drop_unneeded()
 
     def _fill(self, start: int, stop: int) -> None:
+        """Fill native slices ``[start, stop)`` block by block (CPU: blocks on several threads).
+
+        Each block reads the stored slabs and writes its own slices, so the blocks run in
+        parallel (one intra-op thread each) and give the same labels as one after another.
+        """
         plane = max(1, self.native_shape[0] * self.native_shape[1])
         step = max(1, BLOCK_VOXELS // plane)
-        for k0 in range(start, stop, step):
-            k1 = min(k0 + step, stop)
-            zyx = self._native_channels(k0, k1).cpu().numpy()
-            values = zyx if self.identity else self.lut[zyx]
-            self.labels[:, :, k0:k1] = values.T  # both Fortran-ordered: a plain copy
+        spans = [(k0, min(k0 + step, stop)) for k0 in range(start, stop, step)]
+        threads = min(FILL_THREADS, os.cpu_count() or 1, len(spans))
+        if self.device.type != "cpu" or threads < 2:
+            for span in spans:
+                self._fill_block(span)
+            return
+        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            list(pool.map(self._fill_block, spans))  # list(): a block's error is raised here
+
+    def _fill_block(self, span: tuple[int, int]) -> None:
+        k0, k1 = span
+        zyx = self._native_channels(k0, k1).cpu().numpy()
+        values = zyx if self.identity else self.lut[zyx]
+        self.labels[:, :, k0:k1] = values.T  # both Fortran-ordered: a plain copy
 
     def _native_channels(self, k0: int, k1: int) -> torch.Tensor:
         """Channel index of native slices ``[k0, k1)``, laid out ``(z, y, x)``."""

@@ -370,9 +370,10 @@ class WindowBlender:
             weight = weight_sums[px0 : px0 + sx, py0 : py0 + sy, cut].float()
             self._ready.append(self._slab(self.origin[2] + first - pz0, _blend(total, weight)))
         keep = self._depth - n
-        if keep > 0:
-            sums[..., :keep] = sums[..., n:].clone()
-            weight_sums[..., :keep] = weight_sums[..., n:].clone()
+        if keep > 0:  # shift the rest down; a copy in place unless source and target overlap
+            for buffer in (sums, weight_sums):
+                rest = buffer[..., n:]
+                buffer[..., :keep].copy_(rest if n >= keep else rest.clone())
         sums[..., max(keep, 0) :] = 0
         weight_sums[..., max(keep, 0) :] = 0
         self._z_lo = z_hi
@@ -420,8 +421,8 @@ def _shape3(values: Sequence[int]) -> Shape3:
 
 def _blend(total: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``total / weight``; voxels no window covered get background (logit 0 vs EMPTY_LOGIT)."""
+    out = total / weight.clamp(min=torch.finfo(weight.dtype).tiny)  # covered: weight >= 1e-3
     covered = weight > 0
-    out = total / torch.where(covered, weight, torch.ones_like(weight))
     if bool(covered.all()):
         return out
     out[0] = torch.where(covered, out[0], torch.zeros_like(weight))
