@@ -66,7 +66,10 @@ class HippoRoundLog:
         with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=FIELDS)
             writer.writeheader()
-            writer.writerows(self.rows)
+            # Round by round, sites before the round's global row (SecAgg+ adds sites last).
+            writer.writerows(
+                sorted(self.rows, key=lambda r: (int(str(r["round"])), r["site"] == "global"))
+            )
         return path
 
     def plot(self, path: Path, title: str) -> Path:
