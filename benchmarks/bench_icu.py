@@ -242,7 +242,8 @@ def main() -> None:
     print(f"load average before the run: {load_before:.1f} (machine shared); "
           f"sum(range(1000)) takes {reference:.1f} us now")  # fmt: skip
     print(f"CPU {info['cpu']} ({info['cores']} cores, ISA {info['isa']}, bf16={info['bf16']}); "
-          "listener: 1 process, event loop + 1 SQLite writer thread; float64 scores; "
+          "listener: 1 process, event loop storing each group on its own thread (a worker "
+          "thread with --durability power) + a WAL checkpoint thread; float64 scores; "
           f"durability {args.durability}; "
           + (f"listener pinned to core {sorted(pins[0])}, load generator to {sorted(pins[1])}"
              if pins else "not pinned: listener and load generator share the cores"))  # fmt: skip

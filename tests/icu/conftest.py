@@ -33,7 +33,9 @@ class RunningListener:
         self.runtime.store.dispose()
 
 
-def start_listener(store_url: str, read_timeout: float = 30.0) -> RunningListener:
+def start_listener(
+    store_url: str, read_timeout: float = 30.0, write_on_loop: bool = True
+) -> RunningListener:
     """Serve MLLP on a free loopback port in a thread; returns once it listens."""
     runtime = open_runtime(store_url)
     loop = asyncio.new_event_loop()
@@ -47,7 +49,7 @@ def start_listener(store_url: str, read_timeout: float = 30.0) -> RunningListene
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        config = ListenerConfig(read_timeout=read_timeout)
+        config = ListenerConfig(read_timeout=read_timeout, write_on_loop=write_on_loop)
         loop.run_until_complete(serve_mllp(runtime, "127.0.0.1", 0, config, on_ready, stop))
         loop.close()
 

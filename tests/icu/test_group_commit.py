@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from medverse.icu.api import IcuRuntime
+from medverse.icu.checkpoint import WalCheckpointer
+from medverse.icu.hl7_oru import parse_message, read_oru
 from medverse.icu.mllp import frame
+from medverse.icu.monitor import Monitor
 from medverse.icu.store import Durability, ObservationStore, sqlite_url
-from tests.icu.conftest import RunningListener
+from tests.icu.conftest import RunningListener, start_listener
 from tests.icu.hl7_tools import MllpClient, msa, oru
 
 
@@ -27,9 +35,11 @@ def test_a_nak_between_good_messages_keeps_its_place(listener: RunningListener) 
     client.close()
 
 
+@pytest.mark.parametrize("write_on_loop", [True, False], ids=["on-loop", "worker-thread"])
 def test_many_connections_in_one_group_are_all_stored_and_answered(
-    listener: RunningListener,
+    tmp_path: Path, write_on_loop: bool
 ) -> None:
+    listener = start_listener(sqlite_url(tmp_path / "icu.db"), write_on_loop=write_on_loop)
     clients = [MllpClient(listener.port) for _ in range(8)]
     for i, client in enumerate(clients):  # sent before any ACK is read: one group or a few
         client.send_raw(b"".join(frame(oru(f"M{i}-{k}", bed=f"B{i}-{k}")) for k in range(5)))
@@ -39,6 +49,47 @@ def test_many_connections_in_one_group_are_all_stored_and_answered(
         ]
         client.close()
     assert listener.runtime.store.count() == 40
+    listener.close()
+
+
+@pytest.mark.parametrize("write_on_loop", [True, False], ids=["on-loop", "worker-thread"])
+def test_a_batch_the_database_refuses_is_answered_ae_and_a_resend_is_stored(
+    tmp_path: Path, write_on_loop: bool
+) -> None:
+    listener = start_listener(sqlite_url(tmp_path / "icu.db"), write_on_loop=write_on_loop)
+    client = MllpClient(listener.port)
+    database = sqlite3.connect(tmp_path / "icu.db", isolation_level=None)
+    database.execute("ALTER TABLE icu_vitals RENAME TO icu_vitals_away")
+    client.send(oru("REFUSED1"))
+    code, control_id, reason = msa(client.read_ack())[:3]
+    assert (code, control_id) == ("AE", "REFUSED1")
+    assert "storage failed" in reason and "icu_vitals" in reason
+    database.execute("ALTER TABLE icu_vitals_away RENAME TO icu_vitals")
+    database.close()
+    client.send(oru("REFUSED1"))  # the same connection, the sender resends
+    assert msa(client.read_ack())[:2] == ["AA", "REFUSED1"]
+    assert [r["message_key"] for r in listener.runtime.store.history("ICU1/BED01")] == [
+        "MONITOR|ICU|REFUSED1"
+    ]
+    client.close()
+    listener.close()
+
+
+def test_background_checkpoints_keep_the_database_file_current(tmp_path: Path) -> None:
+    store = ObservationStore.open(sqlite_url(tmp_path / "icu.db"))
+    checkpoints = WalCheckpointer(store, interval=0.05)
+    checkpoints.start()
+    assert store.autocheckpoint == 0  # commits no longer checkpoint (and fsync) themselves
+    runtime = IcuRuntime(store, Monitor())
+    sets = [read_oru(parse_message(oru(f"CK{i}", bed=f"B{i}"))) for i in range(30)]
+    runtime.ingestor.store_now(sets)
+    deadline = time.monotonic() + 20
+    while (count := _rows_in_main_file(tmp_path)) != 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count == 30
+    checkpoints.stop()
+    assert store.autocheckpoint == ObservationStore.autocheckpoint
+    store.dispose()
 
 
 @pytest.mark.parametrize(
@@ -52,3 +103,16 @@ def test_durability_sets_how_sqlite_commits(
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA synchronous")).scalar() == synchronous
     store.dispose()
+
+
+def _rows_in_main_file(folder: Path) -> int:
+    """Rows a copy of ``icu.db`` alone holds (without the write-ahead log beside it)."""
+    copy = folder / "copy.db"
+    shutil.copyfile(folder / "icu.db", copy)
+    try:
+        with contextlib.closing(sqlite3.connect(copy)) as database:
+            return int(database.execute("SELECT count(*) FROM icu_vitals").fetchone()[0])
+    except sqlite3.OperationalError:  # not even the table is checkpointed yet
+        return 0
+    finally:
+        copy.unlink()

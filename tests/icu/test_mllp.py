@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from medverse.icu.mllp import frame
-from medverse.icu.store import ObservationStore, sqlite_url
+from medverse.icu.store import ObservationStore, sqlite_url, vitals_table
 from tests.conftest import REPO
 from tests.icu.conftest import RunningListener, start_listener
 from tests.icu.hl7_tools import MllpClient, msa, oru
@@ -132,3 +133,28 @@ def test_killed_after_ack_the_observation_is_there_and_a_resend_is_not_duplicate
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
             process.wait(timeout=10)
+
+
+def test_killed_after_a_burst_every_acked_observation_is_there(tmp_path: Path) -> None:
+    store_url = sqlite_url(tmp_path / "icu.db")
+    process, port = _start_subprocess(store_url)  # groups stored on the loop, WAL checkpointed
+    try:  # in the background: neither may lose an ACKed message
+        clients = [MllpClient(port) for _ in range(3)]
+        for c, client in enumerate(clients):
+            client.send_raw(b"".join(frame(oru(f"K{c}-{k}", bed=f"B{c}-{k}")) for k in range(40)))
+        acked = [msa(client.read_ack())[1] for client in clients for _ in range(40)]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        store = ObservationStore.open(store_url)
+        stored = {key.rsplit("|", 1)[1] for key in _keys(store)}
+        store.dispose()
+        assert len(acked) == 120 and stored == set(acked)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _keys(store: ObservationStore) -> list[str]:
+    with store.engine.connect() as connection:
+        return list(connection.scalars(select(vitals_table.c.message_key)))

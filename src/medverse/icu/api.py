@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medverse.core.errors import ConfigError
+from medverse.icu.checkpoint import WalCheckpointer
 from medverse.icu.mllp import ListenerConfig, MllpListener
 from medverse.icu.monitor import Monitor, MonitorConfig
 from medverse.icu.parameters import PARAMETERS, Parameter
@@ -73,9 +74,11 @@ async def serve_mllp(
         stop: Set it to stop; by default SIGINT/SIGTERM stop the listener.
     """
     stop = stop or _stop_on_signals()
-    runtime.ingestor.start()
     listener = MllpListener(runtime.ingestor, config)
+    runtime.ingestor.start()
     bound = await listener.start(host, port)
+    checkpoints = WalCheckpointer(runtime.store)  # no checkpoint fsync inside an ACKed commit
+    checkpoints.start()
     if on_ready is not None:
         on_ready(bound)
     try:
@@ -83,6 +86,7 @@ async def serve_mllp(
     finally:
         await listener.close()
         await runtime.ingestor.stop()
+        checkpoints.stop()
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -115,7 +119,9 @@ def listen(
     runtime = open_runtime(store_url, durability=durability)
     _tune_gc()
     try:
-        _run(serve_mllp(runtime, host, port, ListenerConfig(read_timeout=read_timeout), on_ready))
+        # on the loop's thread unless each commit waits for an fsync (the loop reads meanwhile)
+        config = ListenerConfig(read_timeout, write_on_loop=durability != Durability.POWER)
+        _run(serve_mllp(runtime, host, port, config, on_ready))
     finally:
         runtime.store.dispose()
 

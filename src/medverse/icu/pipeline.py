@@ -4,9 +4,9 @@ Inputs `submit` and wait; one consumer takes everything queued when the previous
 done (and, with a ``window``, what joins within it, counted from the oldest waiting set),
 scores it in one batch, stores it in one transaction (in a worker thread, so the loop keeps
 reading) and only then answers the waiters, which send their ACKs. Each batch has a fixed
-cost (numpy scoring, trends, the transaction), so the MLLP listener collects 20 ms of
-messages into one group before submitting: a few milliseconds of latency for less CPU per
-message.
+cost (numpy scoring, trends, the transaction), so batches should not be tiny under load. The
+MLLP listener paces its own groups (at most one per `ListenerConfig.group_interval`) and stores
+each with `Ingestor.store_now` on its event loop's thread: no hop to a worker and back.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ class Ingestor:
         store: Where scored sets are written.
         max_batch: Most vital sets in one transaction.
         window: Seconds a batch waits for more sets after its oldest one was queued (0: it
-            takes what is queued when the previous batch is done; the MLLP listener collects
-            its own window before submitting).
+            takes what is queued when the previous batch is done; the MLLP listener paces
+            its own groups).
     """
 
     def __init__(
@@ -160,18 +160,32 @@ class Ingestor:
             groups = await self._take()
             items = [vitals for group, _, _ in groups for vitals in group]
             try:
-                outcomes = await asyncio.to_thread(self._write, items)
-            except Exception as error:  # the database refused: nothing of this batch is stored
-                log.error("storing %d vital sets failed: %s", len(items), error)
+                outcomes = await asyncio.to_thread(self.store_now, items)
+            except StorageError as error:  # nothing of this batch is stored
                 for _, future, _ in groups:
                     if not future.done():
-                        future.set_exception(StorageError(f"storage failed: {error}"))
+                        future.set_exception(error)
                 continue
             start = 0
             for group, future, _ in groups:
                 if not future.done():
                     future.set_result(outcomes[start : start + len(group)])
                 start += len(group)
+
+    def store_now(self, items: list[VitalSet]) -> list[Outcome]:
+        """Score and store ``items`` as one batch on the calling thread; durable on return.
+
+        The MLLP listener calls it on its event loop's thread (no hop to a worker thread and
+        back); everything else goes through `submit_group`.
+
+        Raises:
+            StorageError: If the database refused the batch (nothing of it is stored).
+        """
+        try:
+            return self._write(items)
+        except Exception as error:
+            log.error("storing %d vital sets failed: %s", len(items), error)
+            raise StorageError(f"storage failed: {error}") from error
 
     def _write(self, items: list[VitalSet]) -> list[Outcome]:
         received = time.time()

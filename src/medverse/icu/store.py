@@ -198,6 +198,8 @@ class ObservationStore:
         engine: Where to store (`make_engine`); tables are created if missing.
     """
 
+    autocheckpoint: int = 1000  # log pages; 0 while a `checkpoint.WalCheckpointer` runs
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
@@ -243,6 +245,7 @@ class ObservationStore:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            cursor.execute(f"PRAGMA wal_autocheckpoint={self.autocheckpoint}")
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 known: set[str] = set()
