@@ -68,7 +68,7 @@ def test_rule_picks_the_method_with_the_lowest_held_out_ece(heart: Table) -> Non
     loso = leave_one_site_out(heart, [ModelKind.LOGISTIC], config)
     result = choose_calibration(loso)
     assert set(result["mean_ece_by_held_out_site"]) == set(heart.schema.sites)
-    assert set(result["mean_ece"]) == {str(m) for m in CalibrationMethod}
+    assert set(result["mean_ece"]) == {str(m) for m in CalibrationMethod if "/" not in m}
     assert result["mean_ece"][result["chosen"]] == min(result["mean_ece"].values())
     swiss = next(s for s in loso if s.test_sites == ("switzerland",))
     methods = swiss.scores[ModelKind.LOGISTIC].methods

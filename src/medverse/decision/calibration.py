@@ -99,16 +99,28 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.asarray(expit(np.asarray(logits, dtype=np.float64)))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
-    """ECE with ``bins`` equal-width bins: sum over bins of |observed - predicted| x share."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        hit = index == b
-        if hit.any():
-            ece += hit.mean() * abs(labels[hit].mean() - probs[hit].mean())
-    return float(ece)
+def expected_calibration_error(
+    probs: np.ndarray, labels: np.ndarray, bins: int = 10, equal_mass: bool = False
+) -> float:
+    """ECE: sum over bins of |observed - predicted| x share of patients.
+
+    Args:
+        probs: Predicted probabilities.
+        labels: Outcomes 0/1.
+        bins: Number of bins.
+        equal_mass: Bins of (nearly) equal patient counts by sorted probability instead of
+            ``bins`` equal-width bins of [0, 1] (the default, Guo et al. 2017).
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if equal_mass:
+        groups = np.array_split(np.argsort(probs, kind="stable"), bins)
+    else:
+        index = np.clip(np.digitize(probs, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+        groups = [np.flatnonzero(index == b) for b in range(bins)]
+    return float(
+        sum(len(g) * abs(labels[g].mean() - probs[g].mean()) for g in groups if len(g))
+        / max(len(probs), 1)
+    )
 
 
 def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -206,9 +206,24 @@ def moe_parameter_count(encoder: Encoder, config: MoEConfig) -> int:
     return parameter_count(build_moe(encoder, config))
 
 
-def out_of_fold_logits(
+@dataclass
+class OutOfFold:
+    """Out-of-fold predictions on the training patients and the fold models that made them.
+
+    Attributes:
+        logits: Per training patient, the logit of the fold model that did not see it.
+        scorers: The fold models.
+        fold: Per training patient, the index of its fold model.
+    """
+
+    logits: np.ndarray
+    scorers: list[Scorer]
+    fold: np.ndarray
+
+
+def out_of_fold(
     kind: ModelKind, train: Table, settings: ModelSettings | None, folds: int
-) -> np.ndarray:
+) -> OutOfFold:
     """Logits for every training patient from a model that did not see it (stratified folds).
 
     Folds are stratified by site and label, so each fold looks like the training sites.
@@ -218,13 +233,22 @@ def out_of_fold_logits(
     strata = np.char.add(train.sites.astype(str), train.labels.astype(str))
     settings = settings or ModelSettings()
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.fit.seed)
-    result = np.zeros(len(train.labels))
-    for fit_rows, held_rows in splitter.split(train.features, strata):
+    result, fold, scorers = np.zeros(len(train.labels)), np.zeros(len(train.labels), int), []
+    for index, (fit_rows, held_rows) in enumerate(splitter.split(train.features, strata)):
         part = Table(
             train.schema, train.features[fit_rows], train.labels[fit_rows], train.sites[fit_rows]
         )
-        result[held_rows] = fit_scorer(kind, part, settings).logits(train.features[held_rows])
-    return result
+        scorers.append(fit_scorer(kind, part, settings))
+        result[held_rows] = scorers[-1].logits(train.features[held_rows])
+        fold[held_rows] = index
+    return OutOfFold(result, scorers, fold)
+
+
+def out_of_fold_logits(
+    kind: ModelKind, train: Table, settings: ModelSettings | None, folds: int
+) -> np.ndarray:
+    """The logits of ``out_of_fold`` alone."""
+    return out_of_fold(kind, train, settings, folds).logits
 
 
 @dataclass
@@ -232,7 +256,9 @@ class CalibratedModel:
     """A fitted model and its calibrations, all from the training sites only.
 
     ``calibration`` (Platt) is the default; temperature and isotonic scaling are fitted on the
-    same out-of-fold logits for the comparison of methods (``recalibration``).
+    same out-of-fold logits for the comparison of methods (``recalibration``). ``train`` and
+    ``out_of_fold`` (the fold models) let ``site_adaptation`` re-score the training patients
+    with a new site's missing fields hidden.
     """
 
     kind: ModelKind
@@ -244,6 +270,8 @@ class CalibratedModel:
     isotonic: IsotonicCalibration = field(
         default_factory=lambda: IsotonicCalibration((0.0,), (0.5,))
     )
+    train: Table | None = None
+    out_of_fold: OutOfFold | None = None
 
     def probabilities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (uncalibrated risk, calibrated probability)."""
@@ -255,11 +283,12 @@ def fit_calibrated(
     kind: ModelKind, train: Table, settings: ModelSettings | None = None, folds: int = 5
 ) -> CalibratedModel:
     """Fit on all training patients; fit the calibrations on out-of-fold training logits."""
-    oof = out_of_fold_logits(kind, train, settings, folds)
-    platt = PlattScaling.fit(oof, train.labels)
-    rates = ConfusionRates.measure(platt(oof), train.labels)
+    oof = out_of_fold(kind, train, settings, folds)
+    platt = PlattScaling.fit(oof.logits, train.labels)
+    rates = ConfusionRates.measure(platt(oof.logits), train.labels)
     scorer = fit_scorer(kind, train, settings)
     return CalibratedModel(
         kind, scorer, platt, float(train.labels.mean()), rates,
-        TemperatureScaling.fit(oof, train.labels), IsotonicCalibration.fit(oof, train.labels),
+        TemperatureScaling.fit(oof.logits, train.labels),
+        IsotonicCalibration.fit(oof.logits, train.labels), train, oof,
     )  # fmt: skip

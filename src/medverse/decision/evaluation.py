@@ -231,7 +231,7 @@ def score_model(model: CalibratedModel, test: Table, resamples: list[np.ndarray]
     y = test.labels
     methods = {
         str(m): ShiftScores(float(p.mean()), expected_calibration_error(p, y), brier_score(p, y), p)
-        for m, p in method_probabilities(model, test.features).items()
+        for m, p in method_probabilities(model, test.features, test.sites).items()
     }
     return ModelScores(
         model.kind,
