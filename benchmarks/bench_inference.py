@@ -1,7 +1,7 @@
 """End-to-end inference seconds per study: medverse vs two named MONAI baselines.
 
     python benchmarks/bench_inference.py [--quick] [--device cpu|cuda] [--json OUT]
-                                         [--weights PATH|random] [--precision fp32|auto]
+                                         [--weights PATH|random] [--precision fp32|auto|int8]
 
 Baselines, with the same network weights (the brief's UNet fitted on the real example CT,
 shipped under models/, see bench_inference_data.py):
@@ -12,7 +12,9 @@ shipped under models/, see bench_inference_data.py):
     each a whole process, on the CT-sized volume (overlap 0.5, the bundle's).
 Runs are paired and alternate which side goes first; each figure is the median over the
 repeats, with the load average at its start. The network runs in float32 on every side
-(``--precision fp32``, the default, forces it on CPUs that have bf16). Medverse's labels are
+(``--precision fp32``, the default, forces it on CPUs that have bf16); ``--precision int8``
+runs medverse's network in OpenVINO int8 (NNCF, calibrated and checked once, untimed, on the
+real example CT the weights were fitted on; float32 if the check fails). Medverse's labels are
 also compared with a float32 torch-eager run of every window (the acceptance's agreement).
 The last two lines are ``speedup_vs_monai_bundle_runner: X.XX`` and
 ``speedup_vs_monai_reference: X.XX`` (total baseline seconds over medverse's).
@@ -48,7 +50,7 @@ from bench_inference_data import (
 )
 from bench_inference_measure import agreement, interleaved, labels_on_grid, machine, median
 from bench_inference_measure import peak_memory as measure_memory
-from bench_inference_pipelines import MedversePipeline, MonaiReference, RunResult
+from bench_inference_pipelines import MedversePipeline, MonaiReference, RunResult, calibrate_int8
 
 from medverse.engine.cpu_isa import cpu_isa
 from medverse.io.dicom import read_image
@@ -71,9 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "auto"),
+        choices=("fp32", "auto", "int8"),
         default="fp32",
-        help="medverse's network arithmetic: fp32 (default, also on CPUs with bf16) or auto",
+        help="medverse's network arithmetic: fp32 (default, also on CPUs with bf16), auto, or "
+        "int8 (OpenVINO + NNCF, calibrated once on the example CT, untimed; float32 if its "
+        "labels do not agree with float32 there)",
     )
     parser.add_argument("--no-bundle", action="store_true", help="skip the bundle-runner race")
     return parser.parse_args(argv)
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         MedversePipeline(checkpoint, "medverse", **medverse_options(args.device, args.precision)),
     ]
     eager = MedversePipeline(checkpoint, "torch_fp32_eager", device=args.device, **EAGER_OPTIONS)
+    calibration = next(s for s in inputs if s.name == "example_ct_3mm")
+    network = calibrate_int8(pipelines[1].predictor, calibration.path)  # int8 only; cached
     record: dict[str, Any] = {
         "benchmark": "bench_inference.py" + (" --quick" if args.quick else ""),
         "device": {**machine(device), "cpu_isa": str(cpu_isa())},
@@ -163,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "pipelines": {p.name: p.settings() for p in [*pipelines, eager]},
         "studies": {},
     }
-    print(f"weights: {checkpoint} ({origin}); CPU {record['device']['cpu_isa']}", flush=True)
+    print(f"weights: {checkpoint} ({origin}); CPU {record['device']['cpu_isa']}; medverse "
+          f"network: {network}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         out_root = Path(tmp)
         warmup = warmup_volume()
@@ -184,18 +191,25 @@ def main(argv: list[str] | None = None) -> int:
             eager_run = run_study(eager, study, out_root, device)[0]
             record["studies"][study.name] = summarise(study, pipelines, runs, eager_run)
         if not args.no_bundle and device.type == "cpu":
-            record["bundle_race"] = bundle_race(checkpoint, inputs[0], out_root, repeats)
+            record["bundle_race"] = bundle_race(
+                checkpoint, inputs[0], out_root, repeats, args.precision, calibration.path
+            )
     return report(record, pipelines, args.json)
 
 
-def bundle_race(checkpoint: Path, study: Study, work: Path, repeats: int) -> dict[str, Any]:
+def bundle_race(
+    checkpoint: Path, study: Study, work: Path, repeats: int, precision: str, calibration: Path
+) -> dict[str, Any]:
     """The bundle runner vs ``medverse segment --bundle`` on ``study``, whole processes."""
     bundle = build_bundle(checkpoint, work / "bundle")
     print(f"bundle race on {study.name}: warm-up (one-time ONNX export, cached)", flush=True)
-    raced = race(bundle, study.path, work / "race", repeats)
+    raced = race(bundle, study.path, work / "race", repeats, precision=precision,
+                 calibration=calibration)  # fmt: skip
     entry: dict[str, Any] = {
         "study": study.name,
         "warmup_with_export_s": raced["warmup_with_export_s"],
+        "medverse_precision": precision,
+        "medverse_network": raced["network"],
     }
     for name, results in raced["runs"].items():
         entry[name] = {
@@ -317,8 +331,10 @@ def _print_rows(record: dict[str, Any], ref_name: str, our_name: str) -> None:
     race = record.get("bundle_race")
     if race:
         for name in ("monai_bundle_runner", "medverse_segment"):
-            backend = ours["backend"] if name == "medverse_segment" else "torch"
-            rows.append((name, race[name]["median_wall_seconds"], "fp32", backend))
+            ours_ = name == "medverse_segment"
+            backend = ours["backend"] if ours_ else "torch"
+            precision = race.get("medverse_precision", "fp32") if ours_ else "fp32"
+            rows.append((name, race[name]["median_wall_seconds"], precision, backend))
     print(f"{'pipeline':22s} {'CT-sized s':>10s} {'CPU ISA':>8s} {'threads':>7s}  precision")
     for name, seconds, precision, backend in rows:
         where = f" ({backend})" if backend else ""

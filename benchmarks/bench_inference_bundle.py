@@ -246,16 +246,29 @@ def run_medverse_segment(
     return _run(argv, bundle, log, "*/labels.nii.gz", out_dir)
 
 
-def race(bundle: Path, image: Path, work: Path, repeats: int, log: Any = print) -> dict[str, Any]:
+def race(
+    bundle: Path,
+    image: Path,
+    work: Path,
+    repeats: int,
+    log: Any = print,
+    *,
+    precision: str = "fp32",
+    calibration: Path | None = None,
+) -> dict[str, Any]:
     """Paired, interleaved whole-process runs: the bundle runner and medverse on one image.
 
     medverse runs ``segment --many --labels-only`` on a folder holding only ``image``: the
     same output as the runner (one labels NIfTI on the input grid). Its one-time ONNX export
     (cached per weights) is made first, untimed, in this process (as ``medverse segment``
-    would on its first run).
+    would on its first run); with ``precision="int8"`` so is its int8 calibration and check,
+    on ``calibration`` (cached beside the export; float32 runs if the check fails).
     """
+    from bench_inference_pipelines import calibrate_int8
+
     from medverse.engine.openvino_backend import cached_onnx
     from medverse.inference.loading import load_model
+    from medverse.inference.predictor import Predictor
 
     folder = work / "study"
     folder.mkdir(parents=True, exist_ok=True)
@@ -264,7 +277,15 @@ def race(bundle: Path, image: Path, work: Path, repeats: int, log: Any = print) 
         link.symlink_to(image)
     medverse_args = ["--many", "--labels-only", *MEDVERSE_FLAGS]
     start = time.perf_counter()
-    cached_onnx(load_model(bundle, map_location="cpu"))
+    model = load_model(bundle, map_location="cpu")
+    cached_onnx(model)
+    network = "openvino float32"
+    if precision != "fp32":
+        medverse_args += ["--precision", precision]
+    if precision == "int8" and calibration is not None:
+        options = {"backend": "auto", "precision": "int8", "skip_background": True}
+        network = calibrate_int8(Predictor(model, device="cpu", **options), calibration)
+        log(f"  medverse_segment network: {network}")
     export_s = time.perf_counter() - start
     runs: dict[str, list[ProcessRun]] = {"monai_bundle_runner": [], "medverse_segment": []}
     for r in range(repeats):
@@ -279,4 +300,4 @@ def race(bundle: Path, image: Path, work: Path, repeats: int, log: Any = print) 
             log(f"  {image.name:24s} {name:20s} {result.wall_s:7.2f} s wall "
                 f"{result.cpu_s:7.2f} s CPU {result.peak_rss_mib:6.0f} MiB "
                 f"(load {result.load_average[0]:.2f})")  # fmt: skip
-    return {"runs": runs, "warmup_with_export_s": export_s}
+    return {"runs": runs, "warmup_with_export_s": export_s, "network": network}

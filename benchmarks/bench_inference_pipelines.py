@@ -165,6 +165,25 @@ class MedversePipeline:
         return RunResult(path, timer.seconds)
 
 
+def calibrate_int8(predictor: Predictor, study: Path) -> str:
+    """Run ``predictor`` on ``study`` until its int8 network is calibrated and checked.
+
+    Untimed, once per weights (the verdict and the int8 network are cached beside the ONNX
+    export, as ``medverse segment --precision int8`` makes them on its first run). Returns
+    the backend's one-line description (int8 kept, or float32 and why); a predictor that
+    did not ask for int8 is left alone.
+    """
+    backend = predictor.backend
+    if not hasattr(backend, "describe_int8") or not backend.describe_int8():
+        return str(getattr(backend, "name", ""))
+    volume = read_image(study)
+    for _ in range(3):  # a small study may hold fewer windows than calibration needs
+        if backend.verdict is not None:
+            break
+        predictor.predict(volume)
+    return str(backend.describe())
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

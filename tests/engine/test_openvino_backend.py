@@ -71,7 +71,7 @@ def test_auto_picks_per_device_and_precision() -> None:
 def test_openvino_refuses_what_it_cannot_run(hippo: tuple[LoadedModel, Volume]) -> None:
     model, _ = hippo
     cpu = torch.device("cpu")
-    with pytest.raises(ConfigError, match="fp32, or bf16"):
+    with pytest.raises(ConfigError, match="fp32, int8, or bf16"):
         make_backend(model, cpu, kind="openvino", precision="fp16")
     if not cpu_has_bf16():
         with pytest.raises(ConfigError, match="AVX512-BF16 or AMX"):

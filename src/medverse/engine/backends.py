@@ -4,7 +4,9 @@ Every backend maps a ``(B, 1, *roi)`` float32 batch on the compute device to ``(
 logits on the same device, so the sliding window never knows which one runs. Precision:
 ``fp32``; ``bf16``/``fp16`` autocast (CUDA, and bf16 on CPUs with native bf16 such as
 AVX512-BF16 or AMX); ONNX Runtime runs the exported float32 graph (TensorRT may use fp16);
-OpenVINO (CPU) runs it in float32, or bf16 where native. ``auto`` picks per device and ISA
+OpenVINO (CPU) runs it in float32, int8 (quantised on the run's own windows and kept only
+if it agrees with float32, `medverse.engine.int8`), or bf16 where native. ``auto`` picks per
+device and ISA
 (`medverse.engine.cpu_isa.default_cpu_backend`).
 """
 
@@ -51,6 +53,7 @@ class NetPrecision(StrEnum):
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
+    INT8 = "int8"
 
 
 def cpu_has_bf16() -> bool:
@@ -74,6 +77,8 @@ def autocast_dtype(device: torch.device, precision: str = NetPrecision.AUTO) -> 
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if choice == NetPrecision.INT8:
+        raise ConfigError("int8 runs on the openvino backend (CPU); use --backend openvino")
     if choice == NetPrecision.FP16 and device.type != "cuda":
         raise ConfigError("fp16 runs on CUDA only; use bf16 or fp32 on the CPU")
     return torch.bfloat16 if choice == NetPrecision.BF16 else torch.float16
@@ -249,8 +254,8 @@ def resolve_kind(
 ) -> BackendKind:
     """The backend ``kind`` names, with ``auto`` resolved for the device and CPU.
 
-    ``auto`` is torch on CUDA, torch for CPU bf16 autocast, onnxruntime with an ONNX file,
-    else this CPU's `default_cpu_backend`.
+    ``auto`` is torch on CUDA, torch for CPU bf16 autocast, openvino for int8, onnxruntime
+    with an ONNX file, else this CPU's `default_cpu_backend`.
 
     Raises:
         ConfigError: For an unknown name.
@@ -264,6 +269,8 @@ def resolve_kind(
         return choice
     if device.type != "cpu" or wanted == NetPrecision.BF16:
         return BackendKind.TORCH
+    if wanted == NetPrecision.INT8:
+        return BackendKind.OPENVINO
     if onnx is not None:
         return BackendKind.ONNXRUNTIME
     return BackendKind(default_cpu_backend())
@@ -286,7 +293,7 @@ def make_backend(
         kind: ``auto`` (see `resolve_kind`), ``torch``, ``compile``, ``onnxruntime`` or
             ``openvino``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (torch backends; openvino: fp32,
-            or bf16 on CPUs that have it).
+            int8, or bf16 on CPUs that have it).
         onnx: For ``onnxruntime``/``openvino``: a file from ``medverse export`` (checked
             against the checkpoint's weights and plan); else exported (openvino: once, cached).
         provider: ONNX Runtime provider (``cpu``, ``cuda``, ``tensorrt``); default: ``cuda``
@@ -308,7 +315,9 @@ def make_backend(
     if choice == BackendKind.OPENVINO:
         return _openvino_backend(model, device, wanted, onnx)
     if wanted not in (NetPrecision.AUTO, NetPrecision.FP32):
-        raise ConfigError("onnxruntime runs the exported float32 graph; --precision is for torch")
+        raise ConfigError(
+            "onnxruntime runs the exported float32 graph; --precision is for torch/openvino"
+        )
     source: Path | bytes
     if onnx is not None:
         source = Path(onnx)
@@ -325,14 +334,14 @@ def _openvino_backend(
     from medverse.engine.openvino_backend import OpenVinoBackend, cached_onnx
 
     if wanted == NetPrecision.FP16:
-        raise ConfigError("the openvino backend runs fp32, or bf16 on CPUs with native bf16")
+        raise ConfigError("the openvino backend runs fp32, int8, or bf16 on CPUs with native bf16")
     if wanted == NetPrecision.BF16 and not cpu_has_bf16():
         raise ConfigError("bf16 needs a CPU with AVX512-BF16 or AMX; this one runs fp32")
     if onnx is not None:
         check_onnx_matches(onnx_metadata(Path(onnx)), model, Path(onnx))
     source = Path(onnx) if onnx is not None else cached_onnx(model)
     window = (model.in_channels, *(int(r) for r in model.plan.patch_size))
-    dtype = torch.bfloat16 if wanted == NetPrecision.BF16 else None
+    dtype = {NetPrecision.BF16: torch.bfloat16, NetPrecision.INT8: torch.int8}.get(wanted)
     return OpenVinoBackend(source, device, window=window, dtype=dtype)
 
 

@@ -151,6 +151,7 @@ class Predictor:
             "skip_background": str(self.options.skip_background).lower(),
             "coarse_first": str(self.options.coarse_first).lower(),
             "batch_size": str(self.options.batch_size),
+            **({"network": self.backend.describe()} if hasattr(self.backend, "describe") else {}),
         }
 
     def predict(self, volume: Volume) -> LabelMap:
