@@ -116,3 +116,23 @@ def _rows_in_main_file(folder: Path) -> int:
         return 0
     finally:
         copy.unlink()
+
+
+def test_under_steady_writes_the_log_is_started_over_and_stays_bounded(tmp_path: Path) -> None:
+    store = ObservationStore.open(sqlite_url(tmp_path / "icu.db"))
+    checkpoints = WalCheckpointer(store, interval=0.01, restart_bytes=256 << 10)
+    checkpoints.start()
+    runtime = IcuRuntime(store, Monitor())
+    for second in range(120):  # 120 batches of 50 beds, committed back to back
+        batch = [
+            oru(
+                f"S{second}-{b}", bed=f"B{b}", when=f"2026120312{second // 60:02d}{second % 60:02d}"
+            )
+            for b in range(50)
+        ]
+        runtime.ingestor.store_now([read_oru(parse_message(m)) for m in batch])
+    checkpoints.stop()
+    wal = (tmp_path / "icu.db-wal").stat().st_size
+    assert store.count() == 6000
+    store.dispose()
+    assert wal < 2 << 20, f"write-ahead log grew to {wal} bytes"
