@@ -15,7 +15,7 @@ Switzerland + VA Long Beach. The order of decisions, each fixed before the next 
    play no part in it.
 3. The cross-site table: models and calibrations fitted on Cleveland + Hungarian only (EM,
    BBSE and mask matching also read the unlabelled Switzerland + VA features), scored with
-   the chosen method: ECE with a site x outcome stratified bootstrap CI, equal-mass ECE, per
+   the chosen method: ECE with a site-stratified bootstrap CI, equal-mass ECE, per
    site, the noise floor of a perfectly calibrated model, and (diagnostic, reads the labels)
    the ECE a perfect per-site prevalence estimate would give.
 4. Leave-one-site-out over all four hospitals (AUROC table; the evidence of the superseded
@@ -279,6 +279,10 @@ def report(
         "calibration_rule": calibration,
         "cross_site": main_split.to_dict(),
         "cross_site_with_chosen_calibration": chosen_summary(main_split, method, table),
+        "moe_ece_by_method": {
+            str(m): ece_summary(p.probs, main_split.labels, table.select(TEST).sites)
+            for m, p in moe.methods.items()
+        },
         "moe_minus_best_baseline_auroc": vars(difference),
         "best_baseline": str(best.kind),
         "leave_one_site_out": [s.to_dict() for s in loso],
@@ -300,6 +304,9 @@ def report(
             + f", noise floor {row['ece_noise_floor_mean_p95'][0]:.3f}"
             + f", oracle prevalence {row['oracle_prevalence_ece']:.3f}"
         )
+    for m, row in result["moe_ece_by_method"].items():
+        low, high = row["ece_ci95"]
+        print(f"MoE {m:<24} ECE {row['ece']:.3f} [{low:.3f}, {high:.3f}]")
     if calibration["superseded_rule"] is not None:
         first = calibration["superseded_rule"]["chosen"]
         print(f"superseded first rule would choose {first}: MoE ECE {moe.methods[first].ece:.3f}")

@@ -32,15 +32,16 @@ def ece_summary(
     Args:
         probs: Calibrated probability per test patient.
         labels: Outcome per test patient.
-        sites: Hospital per test patient (resamples are stratified by site and outcome).
+        sites: Hospital per test patient. Resamples keep each site's size but not its
+            outcome counts: a new sample's prevalence varies too, and with probabilities near
+            0 or 1 that variation is most of ECE's noise.
         rounds: Bootstrap resamples (also the draws for the noise floor).
         seed: Seed of both.
     """
     probs, labels, sites = np.asarray(probs), np.asarray(labels), np.asarray(sites)
-    strata = np.char.add(sites.astype(str), labels.astype(str))
     values = [
         expected_calibration_error(probs[i], labels[i])
-        for i in stratified_resamples(strata, rounds, seed)
+        for i in stratified_resamples(sites, rounds, seed)
     ]
     rng = np.random.default_rng(seed + 1)
     floor = [
