@@ -115,7 +115,7 @@ def print_split(split: SplitResult, method: str) -> None:
 
 def reliability_png(split: SplitResult, out: Path, stamp: str, method: str) -> Path:
     labels = split.labels
-    title = "Switzerland + VA: {} fitted on Cleveland + Hungarian"
+    title = "Switzerland + VA: {}\nfitted on Cleveland + Hungarian"
     shown = [str(CalibrationMethod.PLATT)]
     if method != CalibrationMethod.PLATT:
         shown.append(method)
