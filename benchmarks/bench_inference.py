@@ -333,12 +333,20 @@ def _print_rows(record: dict[str, Any], ref_name: str, our_name: str) -> None:
         for name in ("monai_bundle_runner", "medverse_segment"):
             ours_ = name == "medverse_segment"
             backend = ours["backend"] if ours_ else "torch"
-            precision = race.get("medverse_precision", "fp32") if ours_ else "fp32"
+            precision = _race_precision(race) if ours_ else "fp32"
             rows.append((name, race[name]["median_wall_seconds"], precision, backend))
     print(f"{'pipeline':22s} {'CT-sized s':>10s} {'CPU ISA':>8s} {'threads':>7s}  precision")
     for name, seconds, precision, backend in rows:
         where = f" ({backend})" if backend else ""
         print(f"{name:22s} {seconds:10.2f} {isa:>8s} {threads:7d}  {precision}{where}")
+
+
+def _race_precision(race: dict[str, Any]) -> str:
+    """What ``medverse segment`` ran in the race: int8 only if its check kept it."""
+    asked = race.get("medverse_precision", "fp32")
+    if asked != "int8":
+        return asked
+    return "int8" if "int8 kept" in race.get("medverse_network", "") else "fp32 (int8 not kept)"
 
 
 def _total_cpu(studies: dict[str, Any], name: str) -> float:

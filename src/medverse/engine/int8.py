@@ -33,11 +33,13 @@ CALIBRATION_WINDOWS = 12
 AGREEMENT_FLOOR = 0.995
 """Least voxel agreement (argmax, int8 vs float32) on the check windows to keep int8."""
 
-DICE_FLOOR = 0.85
+DICE_FLOOR = 0.80
 """Least Dice of the foreground (any label > 0) between int8 and float32 on the check windows.
 
-Window by window, before blending: looser than the final labels' (on a 512x512x300 CT the
-check windows gave 0.87 and the blended labels 0.98 against float32 torch eager)."""
+Window by window, before blending, so lower than the blended labels' own: with the shipped
+CT model the check windows gave 0.83-0.87 (agreement 0.996-0.997) where the labels of whole
+studies then agreed with float32 torch eager on 0.998-0.999 of voxels, foreground Dice
+0.97-0.98 (512x512x300 CT and the 3 mm example CT)."""
 
 
 @dataclass(frozen=True)
