@@ -36,7 +36,7 @@ class WalCheckpointer:
     """
 
     def __init__(
-        self, store: ObservationStore, interval: float = 0.25, restart_bytes: int = 256 << 20
+        self, store: ObservationStore, interval: float = 0.1, restart_bytes: int = 256 << 20
     ) -> None:
         self.store = store
         self.interval = interval
