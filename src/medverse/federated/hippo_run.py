@@ -16,7 +16,13 @@ from medverse.federated.dp import epsilon_spent
 from medverse.federated.hippo_data import PRESET, HippoFederation, load_federation
 from medverse.federated.hippo_log import HippoRoundLog
 from medverse.federated.hippo_settings import HippoSettings, Uplink
-from medverse.federated.hippo_task import LocalSteps, PatchSource, make_network, train_local
+from medverse.federated.hippo_task import (
+    LocalSteps,
+    PatchSource,
+    make_network,
+    make_optimiser,
+    train_local,
+)
 from medverse.io.atomic import atomic_path
 from medverse.models.checkpoint import save_checkpoint
 
@@ -31,6 +37,8 @@ class HippoRunResult:
     dice: float
     dice_per_label: dict[str, float]
     total_steps: int
+    sequential_steps: int
+    rounds: int
     uplink_bytes_per_site_round: float
     seconds_per_round: float
     cpu_seconds: float
@@ -45,7 +53,10 @@ class HippoRunResult:
             "dice": round(self.dice, 4),
             "dice_per_label": {k: round(v, 4) for k, v in self.dice_per_label.items()},
             "total_steps": self.total_steps,
+            "sequential_steps": self.sequential_steps,
+            "rounds": self.rounds,
             "uplink_bytes_per_site_round": round(self.uplink_bytes_per_site_round),
+            "uplink_bytes_per_site_run": round(self.uplink_bytes_per_site_round * self.rounds),
             "seconds_per_round": round(self.seconds_per_round, 2),
             "cpu_seconds": round(self.cpu_seconds, 1),
             "epsilon": self.epsilon,
@@ -107,10 +118,11 @@ def run_federated(
 def run_pooled(
     settings: HippoSettings, name: str, fed: HippoFederation | None = None
 ) -> HippoRunResult:
-    """The baseline: one model on all sites' training cases together, ``total_steps`` steps.
+    """The baseline: one model on all sites' training cases together.
 
-    Validated after every ``sites * local_steps`` steps, so its curve has one point per
-    federated round at equal total steps.
+    ``sequential_steps`` AdamW steps (one optimiser for the whole run) of ``pooled_batch``
+    patches (``batch_size`` unless set): the federated run's steps along the model's path.
+    Validated after every ``local_steps`` steps, so its curve has one point per round.
     """
     from medverse.federated.app.hippo_apps import global_evaluator
 
@@ -119,14 +131,16 @@ def run_pooled(
     log = HippoRoundLog(["pooled"])
     tick = time.process_time()
     network = make_network(fed.plan, settings.seed)
+    optimiser = make_optimiser(network, settings.lr)
     source = PatchSource([c for s in fed.sites for c in s.cached], fed.plan, settings.seed)
-    per_round = settings.sites * settings.local_steps
-    local = LocalSteps(per_round, settings.batch_size, settings.lr)
+    batch = settings.pooled_batch or settings.batch_size
+    local = LocalSteps(settings.local_steps, batch, settings.lr)
     evaluate = global_evaluator(fed, settings, log)
     evaluate(0, network.state_dict())
+    n = float(sum(s.num_examples for s in fed.sites))
     for rnd in range(1, settings.rounds + 1):
-        loss = train_local(network, source, local, (rnd - 1) * per_round * settings.batch_size)
-        n = float(sum(s.num_examples for s in fed.sites))
+        first = (rnd - 1) * settings.local_steps * batch
+        loss = train_local(network, source, local, first, optimiser)
         log.add_sites(rnd, [{"site-index": 0, "train_loss": loss, "num-examples": n}])
         evaluate(rnd, network.state_dict())
     return _finish(name, settings, fed, log, network.state_dict(), 0.0, tick, None)
@@ -145,7 +159,8 @@ def _finish(
     out = settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
     log.write_csv(out / "metrics.csv")
-    log.plot(out / "curves.png", f"{name} ({settings.total_steps} local steps in all)")
+    title = f"{name} ({settings.sequential_steps} steps along the model's path)"
+    log.plot(out / "curves.png", title)
     network = make_network(fed.plan, settings.seed)
     network.load_state_dict(state)
     last = log.global_rows()[-1]
@@ -165,6 +180,8 @@ def _finish(
         dice=float(str(last["dice"])),
         dice_per_label={k: float(str(last[k])) for k in ("dice_anterior", "dice_posterior")},
         total_steps=settings.total_steps,
+        sequential_steps=settings.sequential_steps,
+        rounds=settings.rounds,
         uplink_bytes_per_site_round=uplink,
         seconds_per_round=float(np.mean(seconds)) if seconds else 0.0,
         cpu_seconds=time.process_time() - cpu_start,

@@ -19,13 +19,24 @@ class Uplink(StrEnum):
     TOPK_SECAGG = "topk-secagg"
 
 
+class SiteOptimiser(StrEnum):
+    """A site's AdamW moments: kept across rounds in its Context.state, or restarted each round."""
+
+    KEEP = "keep"
+    FRESH = "fresh"
+
+
 @dataclass(frozen=True)
 class HippoSettings:
     """One federated hippocampus run.
 
     The budget: every site takes ``local_steps`` optimiser steps of ``batch_size`` patches per
-    round, so the run's total local steps are ``rounds * sites * local_steps`` (the pooled
-    baseline takes that many steps on all training cases together).
+    round, ``rounds * local_steps`` steps in all (``sequential_steps``: the steps along the
+    model's path), and the sites together ``rounds * sites * local_steps`` (``total_steps``).
+    The pooled baseline takes the same ``sequential_steps`` steps on all training cases
+    together, each of ``pooled_batch`` patches: ``batch_size`` by default (the same steps of
+    the same size as each site: the sites see ``sites`` times the patches, in parallel), or
+    ``sites * batch_size`` (the same patches in all).
     """
 
     data_root: Path
@@ -36,6 +47,10 @@ class HippoSettings:
     local_steps: int = 15
     batch_size: int = 2
     lr: float = 2e-3
+    site_optimiser: SiteOptimiser = SiteOptimiser.FRESH
+    pooled_batch: int | None = None
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
     strategy: Strategy = Strategy.FEDAVG
     mu: float = 0.01
     seed: int = 0
@@ -49,12 +64,14 @@ class HippoSettings:
     max_validation: int | None = None
 
     def __post_init__(self) -> None:
-        if min(self.rounds, self.local_steps, self.batch_size) < 1:
+        if min(self.rounds, self.local_steps, self.batch_size, self.pooled_batch or 1) < 1:
             raise ConfigError("rounds, local steps and batch size must be >= 1")
         if not 2 <= self.sites <= 4:
             raise ConfigError(f"the hippocampus task runs with 2-4 sites, got {self.sites}")
         if not 0 < self.topk_fraction <= 1 or not 0 <= self.random_share <= 1:
             raise ConfigError("topk fraction must be in (0, 1] and random share in [0, 1]")
+        if self.server_lr <= 0 or not 0 <= self.server_momentum < 1:
+            raise ConfigError("server step size must be > 0 and server momentum in [0, 1)")
         if self.dp_noise < 0 or self.dp_clip <= 0:
             raise ConfigError(f"DP needs noise >= 0 and clip > 0, got {self.dp_noise}")
         if self.dp_noise > 0 and self.uplink != Uplink.DENSE:
@@ -64,3 +81,8 @@ class HippoSettings:
     def total_steps(self) -> int:
         """Local optimiser steps of the whole run, all sites together."""
         return self.rounds * self.sites * self.local_steps
+
+    @property
+    def sequential_steps(self) -> int:
+        """Optimiser steps along the model's path: each site's steps, and the pooled run's."""
+        return self.rounds * self.local_steps

@@ -70,12 +70,25 @@ class PatchSource:
         return torch.stack([s["image"] for s in items]), torch.stack([s["label"] for s in items])
 
 
+def make_optimiser(network: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The task's optimiser (AdamW, weight decay 3e-5), for a site or the pooled baseline."""
+    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=3e-5)
+
+
 def train_local(
-    network: torch.nn.Module, source: PatchSource, settings: LocalSteps, first_sample: int
+    network: torch.nn.Module,
+    source: PatchSource,
+    settings: LocalSteps,
+    first_sample: int,
+    optimiser: torch.optim.Optimizer | None = None,
 ) -> float:
-    """Train in place for ``settings.steps`` steps (fresh AdamW); return the mean loss."""
+    """Train in place for ``settings.steps`` steps; return the mean loss.
+
+    ``optimiser`` (over ``network``'s parameters) carries its moments over from earlier calls;
+    without it a fresh AdamW starts.
+    """
     start = [p.detach().clone() for p in network.parameters()]
-    optimiser = torch.optim.AdamW(network.parameters(), lr=settings.lr, weight_decay=3e-5)
+    optimiser = optimiser or make_optimiser(network, settings.lr)
     loss_fn = make_loss()
     network.train()
     losses = []

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,20 @@ class CheckedFedProx(FedProx):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop wrong-shaped replies (logged), then aggregate the rest as FedProx does."""
+        return super().aggregate_train(
+            server_round, keep_model_shaped(replies, self.shapes, server_round)
+        )
+
+
+class CheckedFedAvgM(FedAvgM):
+    """FedAvg with a server step size and momentum (FedAvgM), over model-shaped updates only."""
+
+    shapes: Mapping[str, tuple[int, ...]] = {}
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Drop wrong-shaped replies (logged), then take FedAvgM's server step."""
         return super().aggregate_train(
             server_round, keep_model_shaped(replies, self.shapes, server_round)
         )

@@ -12,20 +12,22 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 from flwr.serverapp.strategy import Strategy as Strategy_
 
-from medverse.federated.app.checked import CheckedFedAvg, CheckedFedProx
+from medverse.federated.app.checked import CheckedFedAvg, CheckedFedAvgM, CheckedFedProx
 from medverse.federated.app.common import metric_record
 from medverse.federated.guard import check_outbound
 from medverse.federated.hippo_data import HippoFederation, HippoSite
 from medverse.federated.hippo_log import HippoRoundLog
-from medverse.federated.hippo_settings import HippoSettings
+from medverse.federated.hippo_settings import HippoSettings, SiteOptimiser
 from medverse.federated.hippo_task import (
     LocalSteps,
     PatchSource,
     make_network,
+    make_optimiser,
     train_local,
     validation_dice,
 )
 from medverse.federated.settings import Strategy
+from medverse.federated.site_optimiser import load_moments, save_moments
 
 
 class SiteTrainer:
@@ -40,9 +42,18 @@ class SiteTrainer:
         return self.fed.sites[index]
 
     def train(
-        self, index: int, state: dict[str, torch.Tensor], round_: int, mu: float
+        self,
+        index: int,
+        state: dict[str, torch.Tensor],
+        round_: int,
+        mu: float,
+        site_state: RecordDict,
     ) -> tuple[torch.nn.Module, dict[str, float]]:
-        """Train site ``index`` from ``state`` for one round; return the network and metrics."""
+        """Train site ``index`` from ``state`` for one round; return the network and metrics.
+
+        ``site_state`` is the site's Context.state: with ``site_optimiser = keep`` the AdamW
+        moments are read from and written back to it (they never leave the site).
+        """
         s = self.settings
         torch.set_num_threads(1)
         network = make_network(self.fed.plan, s.seed)
@@ -52,7 +63,13 @@ class SiteTrainer:
             self._sources[index] = PatchSource(site.cached, self.fed.plan, s.seed * 1000 + index)
         local = LocalSteps(s.local_steps, s.batch_size, s.lr, mu)
         first = (round_ - 1) * s.local_steps * s.batch_size
-        loss = train_local(network, self._sources[index], local, first)
+        optimiser = make_optimiser(network, s.lr)
+        keep = s.site_optimiser == SiteOptimiser.KEEP
+        if keep:
+            load_moments(optimiser, site_state)
+        loss = train_local(network, self._sources[index], local, first, optimiser)
+        if keep:
+            save_moments(optimiser, site_state)
         metrics = {
             "train_loss": loss,
             "num-examples": float(site.num_examples),
@@ -77,6 +94,7 @@ def build_hippo_client_app(fed: HippoFederation, settings: HippoSettings) -> Cli
             state,
             int(str(config.get("server-round", 1))),
             float(str(config.get("proximal-mu", 0.0))),
+            context.state,
         )
         out = network.state_dict()
         shapes = {k: tuple(v.shape) for k, v in out.items()}
@@ -104,9 +122,13 @@ def _strategy(fed: HippoFederation, s: HippoSettings, log: HippoRoundLog) -> Str
         "min_available_nodes": s.sites,
         "train_metrics_aggr_fn": train_aggr,
     }
-    base: CheckedFedAvg | CheckedFedProx
+    base: CheckedFedAvg | CheckedFedAvgM | CheckedFedProx
     if s.strategy == Strategy.FEDPROX:
         base = CheckedFedProx(proximal_mu=s.mu, **common)
+    elif s.server_lr != 1.0 or s.server_momentum != 0.0:
+        base = CheckedFedAvgM(
+            server_learning_rate=s.server_lr, server_momentum=s.server_momentum, **common
+        )
     else:
         base = CheckedFedAvg(**common)
     base.shapes = {

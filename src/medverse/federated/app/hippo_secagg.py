@@ -29,6 +29,7 @@ from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
 from medverse.federated.app.hippo_apps import SiteTrainer, global_evaluator
+from medverse.federated.app.packing import MODULUS, packing_mod
 from medverse.federated.guard import check_outbound
 from medverse.federated.hippo_data import HippoFederation
 from medverse.federated.hippo_log import HippoRoundLog
@@ -48,7 +49,7 @@ class _HippoClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[Any, int, dict]:
         start = {k: torch.as_tensor(a) for k, a in zip(self.keys, parameters, strict=True)}
         rnd = int(config.get("server-round", 1))
-        network, _ = self.trainer.train(self.index, start, rnd, 0.0)
+        network, _ = self.trainer.train(self.index, start, rnd, 0.0, self.state)
         site = self.trainer.site(self.index)
         if INDICES_KEY not in config:  # dense SecAgg+: the weights, masked by the mod
             arrays = [v.numpy() for v in network.state_dict().values()]
@@ -78,7 +79,7 @@ def build_hippo_secagg_client_app(fed: HippoFederation, settings: HippoSettings)
         index = int(str(context.node_config["partition-id"]))
         return _HippoClient(trainer, index, context).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    return ClientApp(client_fn=client_fn, mods=[packing_mod(MODULUS), secaggplus_mod])
 
 
 class SharedTopKFedAvg(LegacyFedAvg):
@@ -169,7 +170,10 @@ def build_hippo_secagg_server_app(
         )
         workflow = DefaultWorkflow(
             fit_workflow=SecAggPlusWorkflow(
-                num_shares=1.0, reconstruction_threshold=0.6, clipping_range=clip
+                num_shares=1.0,
+                reconstruction_threshold=0.6,
+                clipping_range=clip,
+                modulus_range=MODULUS,
             )
         )
         workflow(grid, legacy)

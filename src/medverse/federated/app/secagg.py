@@ -24,6 +24,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.serverapp import Grid, ServerApp
 
+from medverse.federated.app.packing import MODULUS, packing_mod
 from medverse.federated.guard import check_outbound
 from medverse.federated.heart_data import load_sites
 from medverse.federated.heart_task import (
@@ -70,7 +71,7 @@ def build_secagg_client_app(
         index = int(str(context.node_config["partition-id"]))
         return _HeartClient(settings, index, hidden, index == drop_site).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    return ClientApp(client_fn=client_fn, mods=[packing_mod(MODULUS), secaggplus_mod])
 
 
 @dataclass
@@ -131,7 +132,9 @@ def build_secagg_server_app(
         )
         observing = ObservingGrid(grid)
         workflow = DefaultWorkflow(
-            fit_workflow=SecAggPlusWorkflow(num_shares=shares, reconstruction_threshold=threshold)
+            fit_workflow=SecAggPlusWorkflow(
+                num_shares=shares, reconstruction_threshold=threshold, modulus_range=MODULUS
+            )
         )
         workflow(observing, legacy)  # type: ignore[arg-type]
         record = legacy.state.array_records[MAIN_PARAMS_RECORD]
