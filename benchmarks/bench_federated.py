@@ -137,13 +137,13 @@ def _cpu_name() -> str:
 
 
 def _print_hippo(results: dict[str, dict[str, Any]], dense: float) -> None:
-    print(f"{'run':26s} {'Dice':>7s} {'steps':>6s} {'uplink B/site/round':>20s} "
+    print(f"{'run':28s} {'Dice':>7s} {'steps':>6s} {'uplink B/site/round':>20s} "
           f"{'vs dense':>9s} {'s/round':>8s} {'CPU s':>7s} {'epsilon':>10s}")  # fmt: skip
     for name, r in results.items():
         up = r["uplink_bytes_per_site_round"]
         ratio = f"{dense / up:8.1f}x" if up else "        -"
         eps = "-" if r["epsilon"] is None else f"{r['epsilon']:.3g}"
-        print(f"{name:26s} {r['dice']:7.4f} {r['sequential_steps']:6d} {up:20,d} {ratio} "
+        print(f"{name:28s} {r['dice']:7.4f} {r['sequential_steps']:6d} {up:20,d} {ratio} "
               f"{r['seconds_per_round']:8.1f} {r['cpu_seconds']:7.1f} {eps:>10s}")  # fmt: skip
 
 
