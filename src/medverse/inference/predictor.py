@@ -20,6 +20,7 @@ from medverse.core.errors import ConfigError
 from medverse.core.volume import LabelMap, Volume
 from medverse.engine.backends import BackendKind, NetPrecision, make_backend
 from medverse.engine.cpu_isa import cpu_isa
+from medverse.engine.cpu_memory import keep_freed_memory
 from medverse.engine.runner import MIRROR_AXES
 from medverse.engine.sinks import channel_values
 from medverse.engine.sliding import (
@@ -110,6 +111,8 @@ class Predictor:
         if sw_batch_size is not None and sw_batch_size < 1:
             raise ConfigError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large buffers reused instead of faulted in afresh
         self.model = model
         self.plan = model.plan
         self.labels = {int(v): str(n) for v, n in self.plan.labels.items() if int(v) != 0}
