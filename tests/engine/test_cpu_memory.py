@@ -1,4 +1,4 @@
-"""keep_freed_memory: applied once on Linux/glibc, and left alone when switched off."""
+"""keep_freed_memory: off unless asked; applied once on Linux/glibc when asked."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from medverse.engine.cpu_memory import ENV_SWITCH, keep_freed_memory
 
 
-def test_switch_off_leaves_malloc_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     keep_freed_memory.cache_clear()
-    monkeypatch.setenv(ENV_SWITCH, "0")
+    monkeypatch.delenv(ENV_SWITCH, raising=False)
     try:
         assert keep_freed_memory() is False
     finally:
@@ -19,8 +19,11 @@ def test_switch_off_leaves_malloc_alone(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux's")
-def test_applied_on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_SWITCH, raising=False)
+def test_applied_on_linux_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_SWITCH, "1")
     keep_freed_memory.cache_clear()
-    assert keep_freed_memory() is True
-    assert keep_freed_memory() is True  # once per process (cached)
+    try:
+        assert keep_freed_memory() is True
+        assert keep_freed_memory() is True  # once per process (cached)
+    finally:
+        keep_freed_memory.cache_clear()

@@ -112,7 +112,7 @@ class Predictor:
             raise ConfigError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
         self.device = resolve_device(device)
         if self.device.type == "cpu":
-            keep_freed_memory()  # large buffers reused instead of faulted in afresh
+            keep_freed_memory()  # opt-in (MEDVERSE_KEEP_FREED_MEMORY=1): faster, more memory
         self.model = model
         self.plan = model.plan
         self.labels = {int(v): str(n) for v, n in self.plan.labels.items() if int(v) != 0}
