@@ -8,7 +8,7 @@ threshold 2 GiB). Measured on a 512x512x300 CT (float32 openvino, in-process, 2-
 EPYC, load ~3.4): 2.0-2.2 s of system time per study before, 0.3-0.5 s after, 12.0 -> 9.9
 process CPU s. It is off by default because the peak resident size grows, and by how much
 varies from run to run: +130 MiB in two ``segment --bundle`` runs on that CT, but 1.7-1.9 ->
-2.8-3.0 GiB in two others (over the 2 GiB the CT must stay within); 512x512x1000: 2486 ->
+2.7-2.9 GiB in two others (over the 2 GiB the CT must stay within); 512x512x1000: 2486 ->
 2844 MiB. It is process-wide: in one process with MONAI's pipeline, that pipeline gains too.
 """
 
