@@ -27,7 +27,7 @@ from medverse.service.schemas import ErrorPublic
 
 router = APIRouter(prefix="/api/decision", tags=["decision"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorPublic} for code in (401, 403, 404)
+    code: {"model": ErrorPublic} for code in (400, 401, 403, 404)
 }
 ModelName = Annotated[str, Path(pattern=MODEL_PATTERN, description="e.g. heart_disease")]
 
