@@ -44,7 +44,7 @@ import numpy as np
 
 from medverse.engine.cpu_isa import cpu_isa
 from medverse.federated.hippo_data import SiteSplit
-from medverse.federated.hippo_settings import HippoSettings, Uplink
+from medverse.federated.hippo_settings import HippoSettings, TopKRule, Uplink
 from medverse.federated.settings import Strategy
 
 HERE = Path(__file__).resolve().parent
@@ -70,6 +70,9 @@ def plan_runs(base: HippoSettings) -> dict[str, HippoSettings]:
             uplink=Uplink.TOPK_SECAGG,
             rounds=topk_rounds,
             local_steps=max(1, round(base.sequential_steps / topk_rounds)),
+        ),
+        "iid-topk1-secagg-agerate": replace(
+            base, uplink=Uplink.TOPK_SECAGG, topk_rule=TopKRule.AGE_RATE
         ),
         "scanner-pooled": scanner,
         "scanner-fedavg": scanner,

@@ -19,6 +19,13 @@ class Uplink(StrEnum):
     TOPK_SECAGG = "topk-secagg"
 
 
+class TopKRule(StrEnum):
+    """How the server picks the shared Top-K indices (public data only, see ``topk``)."""
+
+    LAST_AGGREGATE = "last-aggregate"  # largest entries of last round's aggregate + random
+    AGE_RATE = "age-rate"  # largest expected pending size (rate x rounds unsent) + random
+
+
 class SiteOptimiser(StrEnum):
     """A site's AdamW moments: kept across rounds in its Context.state, or restarted each round."""
 
@@ -57,6 +64,7 @@ class HippoSettings:
     uplink: Uplink = Uplink.DENSE
     topk_fraction: float = 0.01
     random_share: float = 0.5
+    topk_rule: TopKRule = TopKRule.LAST_AGGREGATE
     dp_noise: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5

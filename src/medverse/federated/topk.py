@@ -58,6 +58,68 @@ def shared_indices(
     return np.sort(np.concatenate([top, extra]).astype(np.int64))
 
 
+class AgeRateSelector:
+    """Shared indices by expected pending size: rate x rounds since last sent (public data only).
+
+    Error feedback keeps at each site what was not sent, so a coordinate left out for ``a``
+    rounds has about ``a`` rounds of updates pending. The server estimates each coordinate's
+    rate from what it received (``|mean value| / age`` when it was last sent; coordinates never
+    sent take the mean rate of their tensor, or of the model when none of the tensor was sent)
+    and picks the ``k (1 - random_share)`` largest ``rate x age``, the rest at random with a
+    generator seeded by ``(seed, round)``. A coordinate just sent drops to age 0, so the set
+    rotates through the model instead of repeating last round's largest entries (which is what
+    ranking by last round's aggregate alone does: it is non-zero only where it was sent).
+
+    Args:
+        sizes: Number of coordinates of each tensor, in flat order.
+        k: Coordinates sent per round.
+        random_share: Fraction of ``k`` drawn at random, in [0, 1].
+        seed: Seed agreed by the run.
+    """
+
+    def __init__(self, sizes: Sequence[int], k: int, random_share: float, seed: int) -> None:
+        size = int(sum(sizes))
+        if not 0 < k <= size:
+            raise ConfigError(f"Top-K k must be in 1..{size}, got {k}")
+        if not 0.0 <= random_share <= 1.0:
+            raise ConfigError(f"random_share must be in [0, 1], got {random_share}")
+        self.k, self.random_share, self.seed = k, random_share, seed
+        self.tensor_of = np.repeat(np.arange(len(sizes)), sizes)
+        self.age = np.ones(size)
+        self.rate = np.full(size, np.nan)  # unknown until first sent
+
+    def select(self, round_: int) -> np.ndarray:
+        """Sorted int64 indices to send this round."""
+        size = self.age.size
+        rng = np.random.default_rng([self.seed, round_])
+        known = ~np.isnan(self.rate)
+        rate = self.rate.copy()
+        if known.any():
+            sums = np.bincount(self.tensor_of[known], weights=rate[known], minlength=self.n)
+            counts = np.bincount(self.tensor_of[known], minlength=self.n)
+            prior = np.where(counts > 0, sums / np.maximum(counts, 1), rate[known].mean())
+            rate[~known] = prior[self.tensor_of[~known]]
+        else:
+            rate[:] = 1.0
+        priority = rate * self.age * (1.0 + 1e-9 * rng.random(size))  # seeded tie-break
+        n_top = round(self.k * (1.0 - self.random_share))
+        top = np.argpartition(-priority, n_top - 1)[:n_top] if n_top else np.zeros(0, np.int64)
+        rest = np.setdiff1d(np.arange(size), top, assume_unique=True)
+        extra = rng.choice(rest, size=self.k - n_top, replace=False)
+        return np.sort(np.concatenate([top, extra]).astype(np.int64))
+
+    @property
+    def n(self) -> int:
+        """Number of tensors."""
+        return int(self.tensor_of.max()) + 1 if self.tensor_of.size else 0
+
+    def update(self, indices: np.ndarray, mean_values: np.ndarray) -> None:
+        """Record the aggregate received at ``indices``; every other coordinate ages a round."""
+        self.rate[indices] = np.abs(mean_values) / self.age[indices]
+        self.age += 1.0
+        self.age[indices] = 1.0
+
+
 def per_site_topk(flat_update: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest-magnitude coordinates of one site's update: (int32 indices, values)."""
     if not 0 < k <= flat_update.size:

@@ -33,9 +33,9 @@ from medverse.federated.app.packing import MODULUS, packing_mod
 from medverse.federated.guard import check_outbound
 from medverse.federated.hippo_data import HippoFederation
 from medverse.federated.hippo_log import HippoRoundLog
-from medverse.federated.hippo_settings import HippoSettings, Uplink
+from medverse.federated.hippo_settings import HippoSettings, TopKRule, Uplink
 from medverse.federated.hippo_task import flat_parameters, make_network, unflatten
-from medverse.federated.topk import ErrorFeedback, densify, shared_indices
+from medverse.federated.topk import AgeRateSelector, ErrorFeedback, densify, shared_indices
 
 INDICES_KEY = "topk-indices"
 TOPK_CLIP = 2.0  # SecAgg+ clipping range for Top-K values (updates, not weights): finer steps
@@ -91,7 +91,7 @@ class SharedTopKFedAvg(LegacyFedAvg):
 
     def __init__(
         self, like: Mapping[str, torch.Tensor], fraction: float, random_share: float, seed: int,
-        **kw: Any,
+        rule: TopKRule = TopKRule.LAST_AGGREGATE, **kw: Any,
     ) -> None:  # fmt: skip
         super().__init__(**kw)
         self.like = like
@@ -100,14 +100,21 @@ class SharedTopKFedAvg(LegacyFedAvg):
         self.k = max(1, round(fraction * self.global_flat.size))
         self.random_share, self.seed = random_share, seed
         self.indices = np.zeros(0, dtype=np.int64)
+        self.selector: AgeRateSelector | None = None
+        if rule == TopKRule.AGE_RATE:
+            sizes = [int(v.numel()) for v in like.values()]
+            self.selector = AgeRateSelector(sizes, self.k, random_share, seed)
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Pick the round's shared indices and send them with every site's instructions."""
-        self.indices = shared_indices(
-            self.last_update, self.k, self.random_share, self.seed, server_round
-        )
+        if self.selector is not None:
+            self.indices = self.selector.select(server_round)
+        else:
+            self.indices = shared_indices(
+                self.last_update, self.k, self.random_share, self.seed, server_round
+            )
         pairs = super().configure_fit(server_round, parameters, client_manager)
         for _, ins in pairs:
             ins.config[INDICES_KEY] = self.indices.astype(np.int32).tobytes()
@@ -124,6 +131,8 @@ class SharedTopKFedAvg(LegacyFedAvg):
             return None, {}
         mean_values = parameters_to_ndarrays(results[0][1].parameters)[0].astype(np.float64)
         self.last_update = densify(self.indices, mean_values, self.global_flat.size)
+        if self.selector is not None:
+            self.selector.update(self.indices, mean_values)
         self.global_flat = self.global_flat + self.last_update
         return ndarrays_to_parameters(self.arrays()), {}
 
@@ -160,7 +169,12 @@ def build_hippo_secagg_server_app(
         clip = 8.0
         if settings.uplink == Uplink.TOPK_SECAGG:
             strategy = SharedTopKFedAvg(
-                like, settings.topk_fraction, settings.random_share, settings.seed, **common
+                like,
+                settings.topk_fraction,
+                settings.random_share,
+                settings.seed,
+                settings.topk_rule,
+                **common,
             )
             clip = TOPK_CLIP
         else:
