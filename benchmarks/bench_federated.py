@@ -71,8 +71,8 @@ def plan_runs(base: HippoSettings) -> dict[str, HippoSettings]:
             rounds=topk_rounds,
             local_steps=max(1, round(base.sequential_steps / topk_rounds)),
         ),
-        "iid-topk1-secagg-agerate": replace(
-            base, uplink=Uplink.TOPK_SECAGG, topk_rule=TopKRule.AGE_RATE
+        "iid-topk1-secagg-last-aggregate": replace(
+            base, uplink=Uplink.TOPK_SECAGG, topk_rule=TopKRule.LAST_AGGREGATE
         ),
         "scanner-pooled": scanner,
         "scanner-fedavg": scanner,

@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
         help="hippocampus: dense weights, SecAgg+, or Top-K values under SecAgg+",
     )
     sim.add_argument("--topk-fraction", type=float, default=0.01, help="share of coordinates")
+    sim.add_argument(
+        "--topk-rule",
+        choices=["age-rate", "last-aggregate"],
+        default="age-rate",
+        help="how the shared Top-K indices are picked (public data only; see README)",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier")
     sim.add_argument("--dp-clip", type=float, default=1.0, help="DP clipping norm per site update")
@@ -89,7 +95,7 @@ def run_hippocampus(args: argparse.Namespace) -> int:
     """Run the federated hippocampus task and print its Dice, traffic and privacy."""
     from medverse.federated.hippo_data import SiteSplit
     from medverse.federated.hippo_run import run_federated
-    from medverse.federated.hippo_settings import HippoSettings, Uplink
+    from medverse.federated.hippo_settings import HippoSettings, TopKRule, Uplink
     from medverse.federated.settings import Strategy
 
     settings = HippoSettings(
@@ -105,6 +111,7 @@ def run_hippocampus(args: argparse.Namespace) -> int:
         seed=args.seed,
         uplink=Uplink(args.uplink),
         topk_fraction=args.topk_fraction,
+        topk_rule=TopKRule(args.topk_rule),
         dp_noise=args.dp_noise,
         dp_clip=args.dp_clip,
     )

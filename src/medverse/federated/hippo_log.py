@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,11 +84,18 @@ class HippoRoundLog:
         glob = self.global_rows()
         left.plot([r["round"] for r in glob], [r["dice"] for r in glob], marker="o", color="k")
         left.set_title("global model: validation Dice")
+        plotted = False
         for site in self.site_names:
-            rows = [r for r in self.rows if r["site"] == site]
-            right.plot([r["round"] for r in rows], [r["train_loss"] for r in rows], label=site)
+            rows = [r for r in self.rows if r["site"] == site and _finite(r["train_loss"])]
+            if rows:
+                right.plot([r["round"] for r in rows], [r["train_loss"] for r in rows], label=site)
+                plotted = True
         right.set_title("site training loss")
-        right.legend()
+        if plotted:
+            right.legend()
+        else:  # SecAgg+: only the masked update leaves a site, no loss is reported
+            right.text(0.5, 0.5, "not reported: under SecAgg+ a site sends\nonly its masked update",
+                       ha="center", va="center", transform=right.transAxes)  # fmt: skip
         for ax in (left, right):
             ax.set_xlabel("round")
         fig.suptitle(title)
@@ -96,3 +104,7 @@ class HippoRoundLog:
             fig.savefig(tmp, format="png", dpi=90)
         plt.close(fig)
         return path
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

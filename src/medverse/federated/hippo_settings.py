@@ -64,7 +64,7 @@ class HippoSettings:
     uplink: Uplink = Uplink.DENSE
     topk_fraction: float = 0.01
     random_share: float = 0.5
-    topk_rule: TopKRule = TopKRule.LAST_AGGREGATE
+    topk_rule: TopKRule = TopKRule.AGE_RATE
     dp_noise: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
