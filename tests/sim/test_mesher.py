@@ -30,7 +30,6 @@ def result_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_spleen_of_the_ct_sample_meshes_within_3_percent_of_its_volume(
     result_dir: Path, tmp_path: Path
 ) -> None:

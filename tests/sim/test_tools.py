@@ -110,10 +110,5 @@ def _aggressive_session(steps: int) -> None:
     assert (solver.active == 0).any()
 
 
-def test_aggressive_pulling_and_cutting_short() -> None:
-    _aggressive_session(800)
-
-
-@pytest.mark.slow
 def test_aggressive_pulling_and_cutting_10000_steps() -> None:
     _aggressive_session(10_000)
