@@ -57,13 +57,17 @@ def _check_store(store: ObservationStore) -> None:
     assert fresh == [True, True, False]
     assert _append(store, monitor, [oru("S2"), oru("S3", bed="BED02")]) == [False, True]
     assert store.count() == 3
+    # a monitor that restarted its counter reuses S1 for a new observation: stored, not dropped
+    assert _append(store, monitor, [oru("S1", when="20261203120500")]) == [True]
+    assert _append(store, monitor, [oru("S1", when="20261203120500")]) == [False]
+    assert store.count() == 4
     rows = store.history("ICU1/BED01")
-    assert [r["message_key"].rsplit("|")[-1] for r in rows] == ["S1", "S2"]
+    assert [r["message_key"].rsplit("|")[-1] for r in rows] == ["S1", "S2", "S1"]
     assert rows[0]["completeness"] == "incomplete" and rows[0]["news2_minimum"] == 2
     assert rows[1]["news2_total"] == 0
     store.set_scale("ICU1/BED02", True)
     assert store.scales() == {"ICU1/BED02": True}
-    assert store.delete_before(2e9) == 3
+    assert store.delete_before(2e9) == 4
 
 
 def test_store_on_sqlite(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ turns automatic checkpoints off and this thread runs a passive checkpoint (it ne
 writer or readers) every ``interval`` seconds on a connection of its own; once the log is past
 ``restart_bytes`` (256 MB) it runs a second passive pass and then a restart checkpoint, which
 holds the write lock while it copies the last few frames, so that the next commit starts the log
-over (the writer waits that long once per ~256 MB of log instead of once per 4 MB; each stored
-row dirties about one 4 KB page of the message-key index, so 10,000 beds at 1 Hz write about
-40 MB of log a second, and the log file stays at most about this size on disk). What a commit
+over (the writer waits that long once per ~256 MB of log instead of once per 4 MB; each commit
+logs every page it changed: the table's last pages, the last pages of the (observation time,
+message key) index, and one page per ward of the ward index; the log file stays at most about
+this size on disk). What a commit
 survives does not change: a commit is durable once its log frames are written (and fsynced with
 ``synchronous=FULL``), whichever connection later checkpoints them.
 """

@@ -7,7 +7,16 @@ listener process is killed, since the write-ahead log is written before the comm
 but a power cut or OS crash may lose the last batches (no fsync per commit); ``power``
 (``synchronous=FULL``) fsyncs every commit, so an ACKed message survives power loss too, at a
 few milliseconds and some kernel CPU per batch. PostgreSQL commits are durable as the server
-is configured. A message key seen before (a resend after a lost ACK) is not stored again.
+is configured.
+
+A message stored before (a resend after a lost ACK: the same message key, sender + control ID,
+with the same observation time) is not stored again. The unique index is on (observation time,
+message key), not on the key alone: the observation times of live beds all lie near "now", so
+each batch's inserts land in the last few pages of the index, where a key-only index puts every
+row of a batch on a different page (each commit then writes, and each checkpoint copies, about
+one 4 KB page per row, and the index soon outgrows the page cache). It also means a sender that
+reuses a control ID for a new observation (monitors restart their counters) has that
+observation stored rather than silently taken for a resend.
 """
 
 from __future__ import annotations
@@ -29,24 +38,29 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
+    tuple_,
 )
 from sqlalchemy.engine import make_url
 
 from medverse.core.errors import ConfigError
+from medverse.core.logging import get_logger
 from medverse.icu.alerts import Alert, AlertLevel
 from medverse.icu.parameters import PARAMETERS, Parameter
 from medverse.icu.vitals import VitalSet
 
+log = get_logger(__name__)
 metadata = MetaData()
 
 vitals_table = Table(
     "icu_vitals",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("message_key", String(200), nullable=False, unique=True),
+    Column("message_key", String(200), nullable=False),
     Column("ward", String(64), nullable=False, index=True),
     Column("bed", String(64), nullable=False),
     Column("patient_id", String(64)),
@@ -61,6 +75,7 @@ vitals_table = Table(
     Column("learned_score", Float),
     Column("suppressed", String(400)),  # "parameter: reason; ..." for values not scored
     Column("flags", String(400)),  # rate-of-change flags, "; "-joined
+    UniqueConstraint("observed_at", "message_key", name="uq_icu_vitals_observation"),
 )
 
 beds_table = Table(
@@ -142,6 +157,7 @@ _INSERT_SQL = (
     f"INSERT INTO icu_vitals ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"
 )
 _KEYS_PER_QUERY = 500  # well under SQLite's bound-variable limit
+Key = tuple[float, str]  # (observed_at, message_key): what makes a stored vital set unique
 
 
 class Durability(StrEnum):
@@ -203,6 +219,13 @@ class ObservationStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
+        unique = inspect(engine).get_unique_constraints(vitals_table.name)
+        if any(c["column_names"] == ["message_key"] for c in unique):
+            log.warning(
+                "%s was created before 2026-12-04: its vital sets are unique by message key "
+                "alone, so a reused control ID is refused; recreate the store to lift that",
+                vitals_table.name,
+            )
 
     @classmethod
     def open(cls, url: str, durability: Durability = Durability.PROCESS) -> ObservationStore:
@@ -219,18 +242,22 @@ class ObservationStore:
             score: Scores the sets not stored before (called inside the transaction, once).
 
         Returns:
-            Per item, True if stored now, False if its message key was already stored (a
-            resend) or appeared earlier in the batch.
+            Per item, True if stored now, False if its message key and observation time
+            were already stored (a resend) or appeared earlier in the batch.
         """
-        keys = [item.message_key for item in batch]
+        keys = [(item.observed_at, item.message_key) for item in batch]
         if self.engine.dialect.name == "sqlite":
             return self._append_sqlite(batch, keys, score)
         with self.engine.begin() as connection:
-            known = set(
-                connection.scalars(
-                    select(vitals_table.c.message_key).where(vitals_table.c.message_key.in_(keys))
+            stored = tuple_(vitals_table.c.observed_at, vitals_table.c.message_key)
+            known: set[tuple[float, str]] = {
+                (when, key)
+                for when, key in connection.execute(
+                    select(vitals_table.c.observed_at, vitals_table.c.message_key).where(
+                        stored.in_(keys)
+                    )
                 )
-            )
+            }
             fresh = _fresh(keys, known)
             new = [item for item, is_new in zip(batch, fresh) if is_new]
             if new:
@@ -238,7 +265,7 @@ class ObservationStore:
         return fresh
 
     def _append_sqlite(
-        self, batch: Sequence[VitalSet], keys: list[str],
+        self, batch: Sequence[VitalSet], keys: list[Key],
         score: Callable[[list[VitalSet]], list[ScoredVitals]],
     ) -> list[bool]:  # fmt: skip
         """`append` on the driver's connection: Core costs more than SQLite does per batch."""
@@ -248,12 +275,15 @@ class ObservationStore:
             cursor.execute(f"PRAGMA wal_autocheckpoint={self.autocheckpoint}")
             cursor.execute("BEGIN IMMEDIATE")
             try:
-                known: set[str] = set()
-                for start in range(0, len(keys), _KEYS_PER_QUERY):
-                    chunk = keys[start : start + _KEYS_PER_QUERY]
+                known: set[Key] = set()
+                for when, chunk in _by_time(keys):
                     marks = ",".join("?" * len(chunk))
-                    query = f"SELECT message_key FROM icu_vitals WHERE message_key IN ({marks})"
-                    known.update(key for (key,) in cursor.execute(query, chunk))
+                    query = (
+                        "SELECT message_key FROM icu_vitals"
+                        f" WHERE observed_at = ? AND message_key IN ({marks})"
+                    )
+                    rows = cursor.execute(query, [when, *chunk])
+                    known.update((when, key) for (key,) in rows)
                 fresh = _fresh(keys, known)
                 new = [item for item, is_new in zip(batch, fresh) if is_new]
                 if new:
@@ -375,7 +405,19 @@ class ObservationStore:
         self.engine.dispose()
 
 
-def _fresh(keys: list[str], known: set[str]) -> list[bool]:
+def _by_time(keys: list[Key]) -> list[tuple[float, list[str]]]:
+    """The message keys per observation time, at most `_KEYS_PER_QUERY` in one list."""
+    by_time: dict[float, list[str]] = {}
+    for when, key in keys:
+        by_time.setdefault(when, []).append(key)
+    return [
+        (when, chunk[start : start + _KEYS_PER_QUERY])
+        for when, chunk in by_time.items()
+        for start in range(0, len(chunk), _KEYS_PER_QUERY)
+    ]
+
+
+def _fresh(keys: list[Key], known: set[Key]) -> list[bool]:
     """Per key, whether it is neither in ``known`` nor earlier in ``keys``."""
     fresh: list[bool] = []
     for key in keys:

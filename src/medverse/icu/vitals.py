@@ -23,8 +23,8 @@ class VitalSet:
     """Values of one bed observed at one time, in chart units (read-only by convention).
 
     Attributes:
-        message_key: Unique key of the message that carried them (sender + control ID); a
-            resend with the same key is stored once.
+        message_key: Key of the message that carried them (sender + control ID); a resend
+            (same key, same ``observed_at``) is stored once.
         ward: Ward (HL7 PV1-3.1 point of care).
         bed: Bed within the ward (HL7 PV1-3.3).
         observed_at: Epoch seconds of the observation.
