@@ -1,7 +1,7 @@
 """End-to-end inference seconds per study: medverse vs two named MONAI baselines.
 
     python benchmarks/bench_inference.py [--quick] [--device cpu|cuda] [--json OUT]
-                                         [--weights PATH|random] [--precision fp32|auto|int8]
+                                         [--weights PATH|random] [--precision fp32|auto|bf16|int8]
 
 Baselines, with the same network weights (the brief's UNet fitted on the real example CT,
 shipped under models/, see bench_inference_data.py):
@@ -14,7 +14,9 @@ Runs are paired and alternate which side goes first; each figure is the median o
 repeats, with the load average at its start. The network runs in float32 on every side
 (``--precision fp32``, the default, forces it on CPUs that have bf16); ``--precision int8``
 runs medverse's network in OpenVINO int8 (NNCF, calibrated and checked once, untimed, on the
-real example CT the weights were fitted on; float32 if the check fails). Medverse's labels are
+real example CT the weights were fitted on; float32 if the check fails); ``--precision bf16``
+(only on CPUs with AVX512-BF16 or AMX) runs medverse's network in bf16 (the baselines stay
+float32, as a MONAI user runs them). Medverse's labels are
 also compared with a float32 torch-eager run of every window (the acceptance's agreement).
 The last two lines are ``speedup_vs_monai_bundle_runner: X.XX`` and
 ``speedup_vs_monai_reference: X.XX`` (total baseline seconds over medverse's).
@@ -73,9 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "auto", "int8"),
+        choices=("fp32", "auto", "bf16", "int8"),
         default="fp32",
-        help="medverse's network arithmetic: fp32 (default, also on CPUs with bf16), auto, or "
+        help="medverse's network arithmetic: fp32 (default, also on CPUs with bf16), auto, "
+        "bf16 (CPUs with AVX512-BF16/AMX), or "
         "int8 (OpenVINO + NNCF, calibrated once on the example CT, untimed; float32 if its "
         "labels do not agree with float32 there)",
     )

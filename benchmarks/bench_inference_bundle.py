@@ -279,7 +279,7 @@ def race(
     start = time.perf_counter()
     model = load_model(bundle, map_location="cpu")
     cached_onnx(model)
-    network = "openvino float32"
+    network = "torch bfloat16 autocast" if precision == "bf16" else "openvino float32"
     if precision != "fp32":
         medverse_args += ["--precision", precision]
     if precision == "int8" and calibration is not None:
