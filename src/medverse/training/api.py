@@ -35,7 +35,7 @@ from medverse.training.data import (
 )
 from medverse.training.loop import Trainer, TrainerParts
 from medverse.training.optim import make_optimizer, make_scheduler
-from medverse.training.precision import make_precision
+from medverse.training.precision import guard_thin_convolutions, make_precision
 from medverse.training.recorder import (
     BEST_CHECKPOINT,
     CURVES_PNG,
@@ -143,6 +143,9 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
         device=ctx.device,
     )
     optimizer = make_optimizer(network, config)
+    precision = make_precision(ctx.device, config.amp, config.cpu_bf16)
+    if precision.dtype == torch.bfloat16 and ctx.device.type == "cpu":
+        guard_thin_convolutions(network)
     parts = TrainerParts(
         network=(
             wrap_model(network, ctx)
@@ -152,7 +155,7 @@ def build_trainer(setup: RunSetup, dataset: MsdDataset, ctx: DistContext) -> Tra
         loss_fn=make_loss(),
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, config.epochs * config.iters_per_epoch),
-        precision=make_precision(ctx.device, config.amp, config.cpu_bf16),
+        precision=precision,
         loader=loader,
         sampler=sampler,
         val_cases=val_cases,
