@@ -8,14 +8,21 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from monai.data.utils import dense_patch_slices
+from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import sliding_window_inference
 from monai.inferers.utils import _get_scan_interval
 
 from medverse.core.errors import ModelError
 from medverse.engine.backends import torch_threads
 from medverse.engine.runner import WindowJob, WindowRunner
-from medverse.engine.windows import EMPTY_LOGIT, Slab, WindowBlender, window_grid
+from medverse.engine.windows import (
+    EMPTY_LOGIT,
+    SIGMA_SCALE,
+    Slab,
+    WindowBlender,
+    gaussian_weights,
+    window_grid,
+)
 from medverse.models.factory import build_network
 from medverse.preprocessing.normalize import normalize_intensity
 from tests.inference.helpers import hippo_plan, read_hippo
@@ -241,3 +248,14 @@ def test_bad_window_settings_are_refused() -> None:
         window_grid((10, 10), (4, 4, 4), 0.5)
     with pytest.raises(ValueError, match="batch_size"):
         WindowRunner(torch.nn.Identity(), batch_size=0)
+
+
+@pytest.mark.parametrize("roi", [(96, 96, 96), (64, 80, 48), (16, 24, 16), (1, 5, 7)])
+def test_gaussian_weights_are_monais_bit_for_bit(roi: tuple[int, int, int]) -> None:
+    """The blend weights, built without importing MONAI, equal MONAI's importance map."""
+    ours = gaussian_weights(roi, torch.device("cpu"))
+    theirs = compute_importance_map(
+        roi, mode="gaussian", sigma_scale=SIGMA_SCALE, device="cpu", dtype=torch.float32
+    )
+    assert ours.dtype == torch.float32
+    assert torch.equal(ours, theirs)

@@ -15,6 +15,7 @@ from medverse.core.volume import Volume
 from medverse.inference.predictor import Predictor
 from medverse.models.checkpoint import load_checkpoint, save_checkpoint
 from medverse.models.factory import build_network
+from medverse.models.onnx_export import weights_digest
 from medverse.preprocessing.plan import Normalization, Plan
 
 LABELS = {1: "Anterior", 2: "Posterior"}
@@ -129,6 +130,33 @@ def test_state_dict_mismatch(trained: tuple[torch.nn.Module, Path]) -> None:
     torch.save({**payload, "state_dict": other}, path)
     with pytest.raises(ModelError, match="weights do not match") as info:
         load_checkpoint(path)
+    assert info.value.path == path
+
+
+def test_a_lazy_load_builds_the_same_network_only_when_asked(
+    trained: tuple[torch.nn.Module, Path],
+) -> None:
+    network, path = trained
+    lazy = load_checkpoint(path, lazy=True)
+    assert not lazy.network_built and lazy.plan == PLAN and lazy.labels == LABELS
+    assert lazy.weights_digest() == weights_digest(network)  # the export cache's key
+    assert not lazy.network_built  # the digest came from the file's weights
+    x = torch.randn(1, 1, 16, 24, 16)
+    with torch.no_grad():
+        assert torch.equal(network.eval()(x), lazy.network(x))
+    assert lazy.network_built and not lazy.network.training
+
+
+def test_a_lazy_load_reports_a_weights_mismatch_when_the_network_is_built(
+    trained: tuple[torch.nn.Module, Path],
+) -> None:
+    _, path = trained
+    payload = torch.load(path, weights_only=True)
+    other = build_network("unet_small", 1, 5).state_dict()  # 5 classes, stored as 3
+    torch.save({**payload, "state_dict": other}, path)
+    lazy = load_checkpoint(path, lazy=True)
+    with pytest.raises(ModelError, match="weights do not match") as info:
+        lazy.network  # noqa: B018 (building it is the test)
     assert info.value.path == path
 
 

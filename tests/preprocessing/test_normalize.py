@@ -8,8 +8,9 @@ import torch
 
 from medverse.io.nifti import read_nifti
 from medverse.preprocessing import normalize
-from medverse.preprocessing.normalize import PlanNormalized, intensity_map, normalize_intensity
+from medverse.preprocessing.normalize import intensity_map, normalize_intensity
 from medverse.preprocessing.plan import Normalization, Plan
+from medverse.preprocessing.transforms import PlanNormalized
 from tests.conftest import HIPPOCAMPUS, SHARED_DATA
 
 MR_PLAN = Plan(

@@ -32,7 +32,7 @@ from medverse.engine.int8 import (
     save_int8,
 )
 from medverse.models.checkpoint import LoadedModel
-from medverse.models.onnx_export import export_onnx, weights_digest
+from medverse.models.onnx_export import export_onnx
 
 OPENVINO_INSTALL = "pip install openvino==2026.4.1"
 
@@ -51,7 +51,7 @@ def cached_onnx(model: LoadedModel, cache_dir: Path | None = None) -> Path:
         ModelError: If the network cannot be exported.
     """
     key = hashlib.sha256()
-    for part in (weights_digest(model.network), model.plan.model_dump_json(), str(model.preset)):
+    for part in (model.weights_digest(), model.plan.model_dump_json(), str(model.preset)):
         key.update(part.encode())
     folder = cache_dir or onnx_cache_dir()
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model.preset))  # bundles: "bundle:<name>"

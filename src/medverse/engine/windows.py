@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from monai.data.utils import compute_importance_map
 from torch.nn import functional
 
 from medverse.engine.coarse_first import background_margin, first_pass, windows_to_skip
@@ -88,12 +87,23 @@ def window_grid(shape: Sequence[int], roi: Sequence[int], overlap: float) -> Win
 
 
 def gaussian_weights(roi: Sequence[int], device: torch.device) -> torch.Tensor:
-    """MONAI's Gaussian importance map for a window (float32, minimum clamped to 1e-3)."""
+    """MONAI's Gaussian importance map for a window (float32, minimum clamped to 1e-3).
+
+    The same operations as ``monai.data.utils.compute_importance_map(mode="gaussian")``, so the
+    weights are bit for bit MONAI's (a test compares them), without importing MONAI: a
+    ``segment`` run whose network comes from the export cache never needs it.
+    """
     shape = tuple(int(r) for r in roi)
-    weights = compute_importance_map(
-        shape, mode="gaussian", sigma_scale=SIGMA_SCALE, device=device, dtype=torch.float32
-    )
-    return torch.as_tensor(weights, dtype=torch.float32, device=device)
+    weights = torch.ones((), dtype=torch.float32, device=device)
+    for axis, size in enumerate(shape):
+        sigma = size * SIGMA_SCALE
+        x = torch.arange(
+            -(size - 1) / 2.0, (size - 1) / 2.0 + 1, dtype=torch.float32, device=device
+        )
+        gauss = torch.exp(x**2 / (-2 * sigma**2))
+        weights = weights.unsqueeze(-1) * gauss[(None,) * axis] if axis else gauss
+    floor = max(float(weights.min()), 1e-3)
+    return torch.clamp_(weights, min=floor)
 
 
 @dataclass

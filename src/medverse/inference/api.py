@@ -131,7 +131,7 @@ def segment(
     seconds: dict[str, float] = {}
     with _progress(progress, seconds, on_step) as step:
         with step("model", "loading the model"):
-            model = load_model(model_path, map_location="cpu")
+            model = load_model(model_path, map_location="cpu", lazy=True)
         with step("read", "reading the image"):
             image = read_image(input_path, series_uid, volume=volume)
         check_modality(image, model.plan, input_path)
@@ -196,7 +196,7 @@ def segment_folder(
         MedverseError: For a missing folder, an empty one, or a bad checkpoint or option.
     """
     studies = find_studies(folder)
-    model = load_model(model_path, map_location="cpu")
+    model = load_model(model_path, map_location="cpu", lazy=True)
     predictor = Predictor(model, **options)
     return segment_many(
         studies, predictor, out_dir, labels_only=labels_only, seg_type=seg_type, on_done=on_done

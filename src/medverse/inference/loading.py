@@ -10,7 +10,9 @@ from medverse.models.bundles.bundle import load_bundle
 from medverse.models.checkpoint import LoadedModel, load_checkpoint
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", *, lazy: bool = False
+) -> LoadedModel:
     """Load the model at ``path``: a folder is a MONAI bundle, a file a medverse checkpoint.
 
     A missing path without a file suffix is taken for a bundle folder, so the error says
@@ -22,6 +24,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
         path: A checkpoint written by ``save_checkpoint`` (``.pt``), or a bundle folder
             (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``).
         map_location: Device for the network.
+        lazy: Build the network only when it is first used (`load_checkpoint`,
+            `load_bundle`): a run whose network comes from the export cache then never
+            imports MONAI. Any error building it is raised then, naming the file.
 
     Raises:
         ModelError: Naming the path: no checkpoint file or bundle folder there, or one that
@@ -29,5 +34,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
     """
     path = Path(path)
     if path.is_dir() or (not path.exists() and not path.suffix):  # a folder, or meant as one
-        return load_bundle(path, map_location=map_location)
-    return load_checkpoint(path, map_location=map_location)
+        return load_bundle(path, map_location=map_location, lazy=lazy)
+    return load_checkpoint(path, map_location=map_location, lazy=lazy)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import monai
 import torch
 from pydantic import ValidationError
 
@@ -19,7 +18,7 @@ from medverse.core.errors import ConfigError, ModelError
 from medverse.core.registry import ModelPreset
 from medverse.core.volume import LabelMap, Volume
 from medverse.io.atomic import atomic_path
-from medverse.models.factory import build_network, resolve_preset
+from medverse.models.factory import resolve_preset
 from medverse.models.orientation import back_to_grid, to_orientation
 from medverse.preprocessing.fingerprint import first_error
 from medverse.preprocessing.plan import Plan
@@ -30,12 +29,31 @@ FORMAT_VERSION = 1
 V = TypeVar("V", bound=Volume)
 
 
-@dataclass
+NetworkBuilder = Callable[[], torch.nn.Module]
+"""Builds a model's network (with its weights, in eval mode) when it is first needed."""
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names and values (floats as float32 bytes), sorted by name.
+
+    A network's ``state_dict()`` and the state dict it was loaded from (strictly) give the
+    same digest: the export cache's key, known without building the network.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        data = tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else None)
+        digest.update(data.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class LoadedModel:
     """A network restored from a checkpoint, ready for inference.
 
+    The network may be built lazily: a run whose network comes from the export cache
+    (OpenVINO) never builds it, and so never imports MONAI (about 3 s of start-up).
+
     Attributes:
-        network: The network, in eval mode, on the requested device.
         plan: The preprocessing plan it was trained with.
         labels: Label value -> name, background excluded.
         preset: The model preset name.
@@ -44,14 +62,69 @@ class LoadedModel:
         orientation: Axis codes (e.g. ``"RAS"``) the network was trained in: every input is
             reoriented to them exactly (flips and axis swaps) and the labels put back; None
             takes any grid as it is.
+
+    Args:
+        network: The network (eval mode, on its device), or a `NetworkBuilder` that makes it
+            on first use of `network`.
+        plan: See Attributes.
+        labels: See Attributes.
+        preset: See Attributes.
+        meta: See Attributes.
+        orientation: See Attributes.
+        digest: `state_digest` of the weights when known without the network (lazy models).
     """
 
-    network: torch.nn.Module
-    plan: Plan
-    labels: dict[int, str]
-    preset: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    orientation: str | None = None
+    def __init__(
+        self,
+        network: torch.nn.Module | NetworkBuilder,
+        plan: Plan,
+        labels: dict[int, str],
+        preset: str,
+        meta: dict[str, Any] | None = None,
+        orientation: str | None = None,
+        *,
+        digest: str | None = None,
+    ) -> None:
+        self._network: torch.nn.Module | None = None
+        self._builder: NetworkBuilder | None = None
+        if isinstance(network, torch.nn.Module):
+            self._network = network
+        else:
+            self._builder = network
+        self.plan = plan
+        self.labels = labels
+        self.preset = preset
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.orientation = orientation
+        self._digest = digest
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network, in eval mode (built now if it was loaded lazily).
+
+        Raises:
+            ModelError: Naming the file, if a lazily loaded network cannot be built.
+        """
+        if self._network is None:
+            assert self._builder is not None
+            self._network = self._builder()
+            self._builder = None
+        return self._network
+
+    @network.setter
+    def network(self, network: torch.nn.Module) -> None:
+        self._network, self._builder, self._digest = network, None, None
+
+    @property
+    def network_built(self) -> bool:
+        """False while a lazily loaded network has not been needed yet."""
+        return self._network is not None
+
+    def weights_digest(self) -> str:
+        """`state_digest` of the weights (without building a lazily loaded network)."""
+        if self._digest is None:
+            self._digest = state_digest(self.network.state_dict())
+        return self._digest
 
     @property
     def in_channels(self) -> int:
@@ -128,7 +201,7 @@ def save_checkpoint(
         "versions": {
             "medverse": str(medverse.__version__),
             "torch": str(torch.__version__),
-            "monai": str(monai.__version__),
+            "monai": _monai_version(),
         },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "extra": dict(extra or {}),
@@ -149,12 +222,16 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, lazy: bool = False
+) -> LoadedModel:
     """Load a checkpoint safely (``weights_only=True``) and rebuild its network.
 
     Args:
         path: A file written by `save_checkpoint`.
         map_location: Device for the network (``"cpu"``, ``"cuda"``, ...).
+        lazy: Build the network only when it is first used (see `LoadedModel`); a weights
+            mismatch is then reported at that moment, with the same error.
 
     Raises:
         ModelError: Naming the file, if it is missing, unreadable or unsafe, not a medverse
@@ -167,9 +244,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         plan = Plan.model_validate(payload["plan"])
         spec = _stored_preset(payload)
-        network = build_network(spec, int(payload["in_channels"]), int(payload["out_channels"]))
     except ValidationError as e:
         raise ModelError(f"checkpoint holds an invalid plan ({first_error(e)})", path) from None
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"checkpoint cannot rebuild its network ({e})", path) from None
+
+    def build() -> torch.nn.Module:
+        return _rebuild(payload, spec, path).to(map_location).eval()
+
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "plan", "labels")}
+    meta["path"] = str(path)
+    labels = {int(k): str(v) for k, v in payload.get("labels", {}).items()}
+    orientation = _orientation(payload.get("orientation"), path)
+    state = payload["state_dict"]
+    if not isinstance(state, Mapping):
+        raise ModelError(f"checkpoint's state_dict is a {type(state).__name__}", path)
+    return LoadedModel(
+        build if lazy else build(),
+        plan=plan,
+        labels=labels,
+        preset=spec.name,
+        meta=meta,
+        orientation=orientation,
+        digest=state_digest(state) if lazy else None,
+    )
+
+
+def _rebuild(payload: Mapping[str, Any], spec: ModelPreset, path: Path) -> torch.nn.Module:
+    """The preset's network with the checkpoint's weights (strict)."""
+    from medverse.models.factory import build_network  # imports MONAI: only when needed
+
+    try:
+        network = build_network(spec, int(payload["in_channels"]), int(payload["out_channels"]))
     except (ConfigError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"checkpoint cannot rebuild its network ({e})", path) from None
     try:
@@ -179,19 +285,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ModelError(
             f"weights do not match the {spec.name!r} network ({summary})", path
         ) from None
-    network.to(map_location).eval()
-    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "plan", "labels")}
-    meta["path"] = str(path)
-    labels = {int(k): str(v) for k, v in payload.get("labels", {}).items()}
-    orientation = _orientation(payload.get("orientation"), path)
-    return LoadedModel(
-        network=network,
-        plan=plan,
-        labels=labels,
-        preset=spec.name,
-        meta=meta,
-        orientation=orientation,
-    )
+    return network
+
+
+def _monai_version() -> str:
+    import monai  # the version a checkpoint records; only when one is written
+
+    return str(monai.__version__)
 
 
 def _orientation(value: object, path: Path) -> str | None:

@@ -6,17 +6,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from monai.networks.nets import DynUNet, SegResNet, UNet
 
 from medverse.core.errors import ConfigError
 from medverse.core.registry import ModelPreset, model_preset
 from medverse.preprocessing.stride import preset_stride
 
-_NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {
-    "UNet": UNet,
-    "SegResNet": SegResNet,
-    "DynUNet": DynUNet,
-}
+NETWORK_NAMES = ("UNet", "SegResNet", "DynUNet")
+"""The MONAI network classes presets can name (imported only when one is built)."""
+
+
+def _network_class(name: str) -> Callable[..., torch.nn.Module]:
+    from monai.networks import nets  # imports all of MONAI (~3 s): only to build a network
+
+    cls: Callable[..., torch.nn.Module] = getattr(nets, name)
+    return cls
 
 
 def resolve_preset(preset: str | ModelPreset) -> ModelPreset:
@@ -47,13 +50,10 @@ def build_network(
     spec = resolve_preset(preset)
     if in_channels < 1 or out_channels < 1:
         raise ConfigError(f"channels must be >= 1, got in={in_channels}, out={out_channels}")
-    try:
-        network_class = _NETWORKS[spec.network]
-    except KeyError:
-        known = ", ".join(sorted(_NETWORKS))
-        raise ConfigError(
-            f"preset {spec.name!r}: unknown network {spec.network!r}; known: {known}"
-        ) from None
+    if spec.network not in NETWORK_NAMES:
+        known = ", ".join(sorted(NETWORK_NAMES))
+        raise ConfigError(f"preset {spec.name!r}: unknown network {spec.network!r}; known: {known}")
+    network_class = _network_class(spec.network)
     kwargs: dict[str, Any] = dict(spec.kwargs)
     try:
         network = network_class(

@@ -9,7 +9,6 @@ an ONNX file that was exported from another model.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import io
 import json
@@ -23,7 +22,7 @@ import torch
 
 from medverse.core.errors import ModelError
 from medverse.io.atomic import atomic_path
-from medverse.models.checkpoint import LoadedModel
+from medverse.models.checkpoint import LoadedModel, state_digest
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -41,12 +40,7 @@ FORMAT = "medverse-onnx-1"
 
 def weights_digest(network: torch.nn.Module) -> str:
     """SHA-256 over the network's parameters and buffers (names and float32 bytes, sorted)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(network.state_dict().items()):
-        digest.update(name.encode())
-        data = tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else None)
-        digest.update(data.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return state_digest(network.state_dict())
 
 
 def onnx_bytes(model: LoadedModel, *, exporter: str = "auto") -> bytes:
@@ -125,7 +119,7 @@ def check_onnx_matches(metadata: dict[str, str], model: LoadedModel, path: str |
     """
     if metadata.get(META_FORMAT) != FORMAT:
         raise ModelError("not exported by `medverse export` (no medverse metadata)", path)
-    if metadata.get(META_WEIGHTS) != weights_digest(model.network):
+    if metadata.get(META_WEIGHTS) != model.weights_digest():
         raise ModelError("exported from other weights than this checkpoint", path)
     if json.loads(metadata.get(META_PLAN, "{}")) != json.loads(model.plan.model_dump_json()):
         raise ModelError("exported with another plan than this checkpoint's", path)

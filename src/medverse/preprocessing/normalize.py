@@ -1,21 +1,19 @@
-"""Intensity normalisation from a plan: one arithmetic for numpy and torch, and its MONAI wrappers.
+"""Intensity normalisation from a plan: one arithmetic for numpy and torch (MONAI-free).
 
 The plan's normalisation is ``(clip(x, low, high) - shift) / scale`` computed in float64 and
 rounded to float32 (`IntensityMap`); `intensity_map` finds its numbers (the plan's for
 ``ct_window``, the image's own for ``zscore``). Training (numpy or torch) and inference (block
 by block on the device) both go through it, so a voxel gets the very float32 value everywhere.
+Its MONAI wrappers for training chains are in `medverse.preprocessing.transforms`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
 
 from medverse.preprocessing.plan import Normalization, Plan
 
@@ -123,29 +121,3 @@ def normalize_intensity(array: ArrayT, plan: Plan) -> ArrayT:
         plan: The dataset plan.
     """
     return intensity_map(array, plan).apply(array)
-
-
-class PlanNormalize(Transform):
-    """MONAI array transform: `normalize_intensity` with a fixed plan."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-
-    def __call__(self, img: Any) -> Any:
-        """Normalise one array (numpy or torch)."""
-        return normalize_intensity(img, self.plan)
-
-
-class PlanNormalized(MapTransform):
-    """MONAI dictionary transform: applies `PlanNormalize` to each of ``keys``."""
-
-    def __init__(self, keys: KeysCollection, plan: Plan, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.op = PlanNormalize(plan)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """Normalise the arrays under ``keys``; other entries pass through."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.op(d[key])
-        return d

@@ -7,13 +7,16 @@ spacing (see `prepare_case`), so callers pass Volumes they read themselves.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    MapTransform,
     RandAdjustContrastd,
     RandAffined,
     RandCropByPosNegLabeld,
@@ -22,16 +25,43 @@ from monai.transforms import (
     RandGaussianSmoothd,
     RandScaleIntensityd,
     SpatialPadd,
+    Transform,
 )
 
 from medverse.core.volume import LabelMap, Volume
-from medverse.preprocessing.normalize import PlanNormalized
+from medverse.preprocessing.normalize import normalize_intensity
 from medverse.preprocessing.plan import Plan
 from medverse.preprocessing.resample import resample_to_spacing
 
 IMAGE = "image"
 LABEL = "label"
 KEYS = (IMAGE, LABEL)
+
+
+class PlanNormalize(Transform):
+    """MONAI array transform: `normalize_intensity` with a fixed plan."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __call__(self, img: Any) -> Any:
+        """Normalise one array (numpy or torch)."""
+        return normalize_intensity(img, self.plan)
+
+
+class PlanNormalized(MapTransform):
+    """MONAI dictionary transform: applies `PlanNormalize` to each of ``keys``."""
+
+    def __init__(self, keys: KeysCollection, plan: Plan, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = PlanNormalize(plan)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Normalise the arrays under ``keys``; other entries pass through."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d
 
 
 def prepare_case(image: Volume, label: LabelMap | None, plan: Plan) -> dict[str, Any]:

@@ -7,6 +7,9 @@ The bundle's network is fitted here to the real CT's liver through MONAI's own p
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,9 @@ from medverse.inference.loading import load_model
 from medverse.inference.predictor import Predictor
 from medverse.io.nifti import read_nifti, read_nifti_labels, write_nifti
 from medverse.models.bundles.bundle import BundleModel, load_bundle
+from medverse.models.bundles.described import description_cache_dir
 from medverse.models.bundles.plan import window_fields
+from medverse.models.onnx_export import weights_digest
 from medverse.preprocessing.normalize import normalize_intensity
 from medverse.preprocessing.plan import Plan
 from medverse.preprocessing.resample import resample_to_spacing
@@ -409,3 +414,81 @@ def test_cli_refuses_model_and_bundle_together(
     missing = tmp_path / "nowhere"
     assert main(["segment", str(CT_SERIES), "--bundle", str(missing), "--out", "o"]) == 2
     assert f"{missing}: bundle folder not found" in capsys.readouterr().err
+
+
+def test_a_second_lazy_load_reads_the_cached_description(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan MONAI parsed once is reused for the same bytes; the network waits until asked."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # the description cache is under ~/.cache
+    full = load_bundle(bundle)
+    first = load_bundle(bundle, lazy=True)  # parses the config and caches what it found
+    assert first.network_built and len(list(description_cache_dir().glob("*.json"))) == 1
+    second = load_bundle(bundle, lazy=True)
+    assert isinstance(second, BundleModel) and not second.network_built
+    assert (second.plan, second.labels, second.orientation) == (
+        full.plan,
+        full.labels,
+        full.orientation,
+    )
+    assert second.preset == full.preset and second.meta == full.meta
+    assert second.weights_digest() == weights_digest(full.network)
+    assert not second.network_built
+    x = torch.rand(1, 1, *ROI)
+    with torch.no_grad():
+        assert torch.equal(second.network(x), full.network(x))
+
+
+def test_new_weights_or_a_broken_description_are_parsed_again(
+    bundle: Path, weights: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    load_bundle(bundle, lazy=True)
+    (cached,) = description_cache_dir().glob("*.json")
+    changed = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+    other = write_bundle(tmp_path / "retrained", changed)
+    retrained = load_bundle(other, lazy=True)  # other bytes: no description yet
+    assert retrained.network_built
+    assert retrained.weights_digest() != load_bundle(bundle, lazy=True).weights_digest()
+    cached.write_text(cached.read_text()[:40])  # a truncated description is ignored
+    again = load_bundle(bundle, lazy=True)
+    assert again.network_built and again.plan == load_bundle(bundle).plan
+
+
+NO_MONAI = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "monai":
+            raise ModuleNotFoundError("MONAI imported: " + name)
+sys.meta_path.insert(0, Refuse())
+from medverse.cli.main import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_segment_starts_without_monai_once_the_bundle_is_exported(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """The second run of a bundle takes its plan and network from the caches: no MONAI import.
+
+    Importing MONAI is about 3 s of a `segment` run's start-up on a 2-core CPU.
+    """
+    pytest.importorskip("openvino")  # the CPU network; torch would build it with MONAI
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    argv = ["segment", str(CT_SERIES), "--bundle", str(bundle), "--device", "cpu"]
+    first = subprocess.run(
+        [sys.executable, "-m", "medverse", *argv, "--out", str(tmp_path / "a")],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(
+        [sys.executable, "-c", NO_MONAI, *argv, "--out", str(tmp_path / "b")],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["model"]["backend"] == "openvino"
+    a = read_nifti_labels(tmp_path / "a" / "labels.nii.gz").array
+    b = read_nifti_labels(tmp_path / "b" / "labels.nii.gz").array
+    assert np.array_equal(a, b) and (b == 1).sum() > 1000

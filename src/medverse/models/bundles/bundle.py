@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
-from monai.bundle import ConfigParser
 
 from medverse.core.errors import ModelError
 from medverse.core.volume import Volume
@@ -28,15 +26,18 @@ from medverse.models.bundles.config import (
     open_config,
     read_metadata,
 )
+from medverse.models.bundles.described import bundle_key, read_description, write_description
 from medverse.models.bundles.plan import bundle_plan
 from medverse.models.checkpoint import LoadedModel
 from medverse.models.orientation import to_orientation  # noqa: F401 (its former home)
 from medverse.preprocessing.plan import Plan
 
+if TYPE_CHECKING:  # MONAI is imported only when a config is parsed
+    from monai.bundle import ConfigParser
+
 V = TypeVar("V", bound=Volume)
 
 
-@dataclass
 class BundleModel(LoadedModel):
     """A MONAI bundle loaded as a `LoadedModel`.
 
@@ -50,7 +51,9 @@ class BundleModel(LoadedModel):
         return f"MONAI bundle {self.meta['bundle']}"
 
 
-def load_bundle(bundle_dir: str | Path, map_location: str | torch.device = "cpu") -> BundleModel:
+def load_bundle(
+    bundle_dir: str | Path, map_location: str | torch.device = "cpu", *, lazy: bool = False
+) -> BundleModel:
     """Load a MONAI bundle offline as a model the Predictor runs.
 
     The plan comes from the configs: ``Spacingd`` pixdim -> target spacing,
@@ -62,6 +65,9 @@ def load_bundle(bundle_dir: str | Path, map_location: str | torch.device = "cpu"
     Args:
         bundle_dir: The bundle folder.
         map_location: Device for the network.
+        lazy: Build the network only when it is first used. The first lazy load of a bundle
+            parses it in full and caches what it found (`medverse.models.bundles.described`);
+            later ones of the same bytes read that instead of parsing the config with MONAI.
 
     Raises:
         ModelError: Naming the bundle file, for a missing config, metadata or weights file, a
@@ -69,6 +75,40 @@ def load_bundle(bundle_dir: str | Path, map_location: str | torch.device = "cpu"
             medverse cannot reproduce, or weights that do not fit the network.
     """
     files = find_bundle_files(bundle_dir)
+    if not lazy:
+        return _load_parsed(files, map_location)
+    key = bundle_key(files)
+    found = read_description(key)
+    if found is None:
+        model = _load_parsed(files, map_location)
+        write_description(
+            key,
+            plan=model.plan,
+            labels=model.labels,
+            preset=model.preset,
+            meta=model.meta,
+            orientation=model.orientation,
+            digest=model.weights_digest(),
+        )
+        return model
+
+    def build() -> torch.nn.Module:
+        return _load_parsed(files, map_location).network
+
+    meta = {**found["meta"], "path": str(files.root)}
+    return BundleModel(
+        build,
+        found["plan"],
+        found["labels"],
+        found["preset"],
+        meta,
+        found["orientation"],
+        digest=found["digest"],
+    )
+
+
+def _load_parsed(files: BundleFiles, map_location: str | torch.device) -> BundleModel:
+    """The bundle with its config parsed (MONAI) and its network built."""
     metadata = read_metadata(files.metadata)
     parser = open_config(files)
     name = str(metadata.get("name") or files.root.resolve().name)

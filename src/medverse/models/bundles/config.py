@@ -7,11 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from monai.bundle import ConfigParser
+from typing import TYPE_CHECKING, Any
 
 from medverse.core.errors import ModelError
+
+if TYPE_CHECKING:  # MONAI is imported only when a config is parsed
+    from monai.bundle import ConfigParser
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 WEIGHT_NAMES = ("model.pt", "model.ts")
@@ -93,6 +94,8 @@ def open_config(files: BundleFiles) -> ConfigParser:
     Raises:
         ModelError: If the file cannot be parsed.
     """
+    from monai.bundle import ConfigParser  # all of MONAI (~3 s): only to parse a config
+
     parser = ConfigParser()
     try:
         parser.read_config(files.config)

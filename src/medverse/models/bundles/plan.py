@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from monai.bundle import ConfigParser
 from pydantic import ValidationError
 
 from medverse.core.errors import ModelError
@@ -15,6 +14,9 @@ from medverse.core.registry import Modality
 from medverse.models.bundles.config import REFERENCE, BundleFiles, resolve_value
 from medverse.preprocessing.fingerprint import first_error
 from medverse.preprocessing.plan import Normalization, Plan
+
+if TYPE_CHECKING:  # MONAI is imported only when a config is parsed
+    from monai.bundle import ConfigParser
 
 # Preprocessing steps that change neither intensities nor the grid the network sees.
 _NEUTRAL = frozenset(
