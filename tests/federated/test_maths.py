@@ -149,3 +149,40 @@ def test_age_rate_leaves_less_pending_than_last_aggregate() -> None:
         pending[rule] = float(np.linalg.norm(ef.residual) / total)
     # measured: 0.887 (last-aggregate) and 0.738 (age-rate)
     assert pending["age-rate"] < 0.9 * pending["last-aggregate"], pending
+
+
+def test_leaky_error_feedback_forgets_old_residual_and_keeps_what_it_sends() -> None:
+    size = 8
+    ef = ErrorFeedback(size, decay=0.5)
+    idx = np.array([0, 1])
+    first = ef.compress_shared(np.full(size, 4.0), idx)  # sends 4 at 0 and 1, holds 4 elsewhere
+    np.testing.assert_allclose(first, [4.0, 4.0])
+    second = ef.compress_shared(np.full(size, 1.0), np.array([2, 3]))  # 0.5 * 4 + 1 = 3
+    np.testing.assert_allclose(second, [3.0, 3.0])
+    np.testing.assert_allclose(ef.residual[[0, 1]], [1.0, 1.0])  # sent last round: new only
+    np.testing.assert_allclose(ef.residual[4:], [3.0] * 4)
+    with pytest.raises(ConfigError, match="decay"):
+        ErrorFeedback(size, decay=0.0)
+
+
+def test_leaky_error_feedback_sends_recent_drift_sooner_than_undamped() -> None:
+    # A drift that changes sign halfway: after 1 % Top-K rounds, the values sent in the last
+    # rounds point the way the updates now go more often with the leaky residual.
+    rng = np.random.default_rng(0)
+    size, k, rounds = 4000, 40, 120
+    drift = rng.lognormal(0.0, 1.0, size) * rng.choice([-1.0, 1.0], size)
+    agree = {}
+    for decay in (1.0, 0.95):
+        ef = ErrorFeedback(size, decay=decay)
+        selector = AgeRateSelector([size], k, random_share=0.5, seed=1)
+        hits = []
+        for r in range(1, rounds + 1):
+            sign = 1.0 if r <= rounds // 2 else -1.0
+            update = sign * drift + rng.normal(scale=0.3 * np.abs(drift).mean(), size=size)
+            idx = selector.select(r)
+            values = ef.compress_shared(update, idx)
+            selector.update(idx, values)
+            if r > rounds - 20:
+                hits.append(np.mean(np.sign(values) == np.sign(sign * drift[idx])))
+        agree[decay] = float(np.mean(hits))
+    assert agree[0.95] > agree[1.0] + 0.1, agree  # measured: 0.61 (decay 1), 0.997 (0.95)

@@ -52,6 +52,12 @@ def register(subparsers: Any) -> None:
         default="age-rate",
         help="how the shared Top-K indices are picked (public data only; see README)",
     )
+    sim.add_argument(
+        "--residual-decay",
+        type=float,
+        default=0.95,
+        help="Top-K error feedback: factor on each site's unsent residual per round (1: keep all)",
+    )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--dp-noise", type=float, default=0.0, help="central DP noise multiplier")
     sim.add_argument("--dp-clip", type=float, default=1.0, help="DP clipping norm per site update")
@@ -112,6 +118,7 @@ def run_hippocampus(args: argparse.Namespace) -> int:
         uplink=Uplink(args.uplink),
         topk_fraction=args.topk_fraction,
         topk_rule=TopKRule(args.topk_rule),
+        residual_decay=args.residual_decay,
         dp_noise=args.dp_noise,
         dp_clip=args.dp_clip,
     )

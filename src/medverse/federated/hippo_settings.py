@@ -65,6 +65,7 @@ class HippoSettings:
     topk_fraction: float = 0.01
     random_share: float = 0.5
     topk_rule: TopKRule = TopKRule.AGE_RATE
+    residual_decay: float = 0.95
     dp_noise: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
@@ -78,6 +79,8 @@ class HippoSettings:
             raise ConfigError(f"the hippocampus task runs with 2-4 sites, got {self.sites}")
         if not 0 < self.topk_fraction <= 1 or not 0 <= self.random_share <= 1:
             raise ConfigError("topk fraction must be in (0, 1] and random share in [0, 1]")
+        if not 0 < self.residual_decay <= 1:
+            raise ConfigError(f"residual decay must be in (0, 1], got {self.residual_decay}")
         if self.server_lr <= 0 or not 0 <= self.server_momentum < 1:
             raise ConfigError("server step size must be > 0 and server momentum in [0, 1)")
         if self.dp_noise < 0 or self.dp_clip <= 0:

@@ -133,18 +133,34 @@ def per_site_topk(flat_update: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 class ErrorFeedback:
     """A site's local residual: what Top-K dropped is added back before the next selection.
 
-    The residual never leaves the site.
+    The residual never leaves the site. With ``decay`` < 1 it is leaky: each round the held
+    residual is scaled by ``decay`` before the new update is added, so an update left unsent
+    for ``a`` rounds counts ``decay**a``. With 1 % Top-K a coordinate waits tens of rounds; what
+    it then carries was computed on a model that has moved on since, and sending all of it
+    undamped hurts (on the hippocampus task, 240 rounds of one step at 4 IID sites, in-process
+    without SecAgg: Dice 0.727 at decay 1, 0.788 at 0.95, dense FedAvg 0.808; flushing the
+    whole undamped residual densely in the last round took Dice to 0).
+
+    Args:
+        size: Number of model coordinates.
+        decay: Factor on the held residual per round, in (0, 1]; 1 keeps everything.
     """
 
     size: int
+    decay: float = 1.0
     residual: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.decay <= 1.0:
+            raise ConfigError(f"error-feedback decay must be in (0, 1], got {self.decay}")
         self.residual = np.zeros(self.size, dtype=np.float64)
+
+    def _corrected(self, flat_update: np.ndarray) -> np.ndarray:
+        return self.decay * self.residual + flat_update.ravel()
 
     def compress_shared(self, flat_update: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """Values at the agreed ``indices`` of update + residual; the rest becomes the residual."""
-        corrected = self.residual + flat_update.ravel()
+        corrected = self._corrected(flat_update)
         values = corrected[indices].astype(np.float32)
         corrected[indices] = 0.0
         self.residual = corrected
@@ -152,7 +168,7 @@ class ErrorFeedback:
 
     def compress_topk(self, flat_update: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Plain per-site Top-K of update + residual (indices differ between sites)."""
-        corrected = self.residual + flat_update.ravel()
+        corrected = self._corrected(flat_update)
         idx, values = per_site_topk(corrected, k)
         corrected[idx] = 0.0
         self.residual = corrected

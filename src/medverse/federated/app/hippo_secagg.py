@@ -65,7 +65,7 @@ class _HippoClient(NumPyClient):
         return [values], site.num_examples, {}
 
     def _feedback(self, size: int) -> ErrorFeedback:
-        feedback = ErrorFeedback(size)
+        feedback = ErrorFeedback(size, decay=self.trainer.settings.residual_decay)
         if "residual" in self.state.array_records:
             feedback.residual = self.state.array_records["residual"]["r"].numpy().copy()
         return feedback
