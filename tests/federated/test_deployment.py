@@ -206,7 +206,8 @@ def start_supernode(processes: Processes, name: str, key: Path, port: int, site:
     )  # fmt: skip
 
 
-@pytest.mark.slow  # ~4 min at load 10 on 2 cores; >= 60 s of it is Flower's offline detection
+# In the default suite (`make test`, #14): 143 s on 2 cores at load ~3, ~4 min at load 10;
+# >= 60 s of it is Flower's offline detection of the killed site.
 def test_tls_superlink_three_sites_refuses_a_stranger_and_survives_a_killed_site(
     shared_data: Path, tmp_path: Path, processes: Processes, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -70,6 +73,31 @@ def test_a_site_with_wrong_labels_fails_naming_the_site(shared_data: Path) -> No
     site = HippoSite("site2", [case, MsdCase(case.name, case.image, bad_label)])
     with pytest.raises(SiteDataError, match=r"site site2: case .* label values \[3, 4, 5\]"):
         check_site(site, {1: "Anterior", 2: "Posterior"})
+
+
+def test_a_two_channel_case_stops_the_run_before_round_one_naming_the_file(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = shared_data / HIPPO
+    doc = json.loads((source / "dataset.json").read_text())
+    doc["training"] = doc["training"][:12]
+    doc["numTraining"] = 12
+    for sub in ("imagesTr", "labelsTr"):
+        (tmp_path / sub).mkdir()
+        for entry in doc["training"]:
+            name = Path(entry["image" if sub == "imagesTr" else "label"]).name
+            shutil.copy(source / sub / name, tmp_path / sub / name)
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    bad = tmp_path / "imagesTr" / Path(doc["training"][5]["image"]).name
+    image = nib.load(bad)
+    data = np.asarray(image.dataobj)
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), image.affine), bad)  # T1 + T2
+    code = main(["fl", "simulate", "--task", "hippocampus", "--dataset", str(tmp_path),
+                 "--rounds", "1", "--out", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert bad.name in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "metrics.csv").exists()  # no round ran
 
 
 def test_two_round_federated_hippocampus_by_scanner(shared_data: Path, tmp_path: Path) -> None:
