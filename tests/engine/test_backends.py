@@ -18,6 +18,7 @@ import torch
 from medverse.core.errors import ConfigError, ModelError
 from medverse.core.volume import Volume
 from medverse.engine.backends import cpu_has_bf16, make_backend
+from medverse.engine.cpu_isa import default_cpu_backend
 from medverse.inference.predictor import Predictor
 from medverse.io.nifti import read_nifti
 from medverse.models.checkpoint import LoadedModel, load_checkpoint
@@ -101,9 +102,16 @@ def test_legacy_export_of_a_ct_model_matches_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
-def test_cpu_bf16_matches_float32(hippo: tuple[LoadedModel, Volume], reference: np.ndarray) -> None:
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: OpenVINO bf16 where installed
+def test_cpu_bf16_matches_float32(
+    hippo: tuple[LoadedModel, Volume], reference: np.ndarray, backend: str
+) -> None:
     model, image = hippo
-    probs = Predictor(model, device="cpu", precision="bf16").predict_probabilities(image)
+    predictor = Predictor(model, device="cpu", backend=backend, precision="bf16")
+    probs = predictor.predict_probabilities(image)
+    described = predictor.describe()
+    assert described["precision"] == "bfloat16"
+    assert described["backend"] == ("torch" if backend == "torch" else default_cpu_backend())
     assert np.abs(probs - reference).max() < LOW_PRECISION_TOLERANCE
     assert agreement(probs, reference) >= LABEL_AGREEMENT
 

@@ -62,7 +62,8 @@ def test_export_is_cached_per_weights(tmp_path: Path) -> None:
 def test_auto_picks_per_device_and_precision() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_kind(cuda, "auto", "auto") == BackendKind.TORCH
-    assert resolve_kind(cpu, "auto", "bf16") == BackendKind.TORCH  # autocast, asked for
+    native_bf16 = BackendKind.OPENVINO if cpu_has_bf16() else BackendKind.TORCH  # else autocast
+    assert resolve_kind(cpu, "auto", "bf16") == native_bf16
     assert resolve_kind(cpu, "auto", "auto", onnx="model.onnx") == BackendKind.ONNXRUNTIME
     assert resolve_kind(cpu, "auto", "fp32") == BackendKind.OPENVINO == default_cpu_backend()
     assert resolve_kind(cpu, "torch", "auto") == BackendKind.TORCH

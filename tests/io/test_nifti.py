@@ -6,7 +6,7 @@ import pytest
 
 from medverse.core.errors import NiftiError
 from medverse.io.nifti import read_nifti, read_nifti_labels, write_nifti
-from tests.conftest import CT_LABELS, HIPPOCAMPUS
+from tests.conftest import CT_LABELS, HIPPOCAMPUS, SHARED_DATA
 
 
 def test_round_trip_keeps_voxels_and_affine(tmp_path: Path) -> None:
@@ -66,3 +66,53 @@ def test_broken_headers_give_one_clear_error(
         read_nifti(broken)
     assert str(broken) in info.value.one_line()
     assert capfd.readouterr().err == ""
+
+
+EXAMPLE_CT = SHARED_DATA / "totalsegmentator_example_ct" / "example_ct.nii.gz"
+
+
+def _variants(tmp_path: Path) -> list[Path]:
+    """The real example CT as written by nibabel: NIfTI-1, NIfTI-2, big-endian, scaled."""
+    image = nib.load(EXAMPLE_CT)
+    array = np.asanyarray(image.dataobj)
+    nifti2 = tmp_path / "ct_nifti2.nii.gz"
+    nib.save(nib.Nifti2Image(array, image.affine, image.header), nifti2)
+    big = tmp_path / "ct_big_endian.nii.gz"
+    swapped = image.header.as_byteswapped(">")
+    nib.save(nib.Nifti1Image(array.astype(">i2"), image.affine, swapped), big)
+    scaled = tmp_path / "ct_scaled.nii.gz"
+    header = image.header.copy()
+    header.set_data_dtype(np.int16)
+    header.set_slope_inter(0.5, -1024.0)
+    values = array.astype(np.float32) * 0.5 - 1024.0
+    nib.save(nib.Nifti1Image(values, image.affine, header), scaled)
+    return [EXAMPLE_CT, nifti2, big, scaled]
+
+
+def test_gzip_reads_give_nibabels_voxels_and_affine(tmp_path: Path) -> None:
+    for path in _variants(tmp_path):
+        expected = nib.load(path)
+        volume = read_nifti(path)
+        assert np.array_equal(volume.array, np.asanyarray(expected.dataobj)), path.name
+        assert volume.array.dtype == expected.dataobj.dtype or path.name == "ct_scaled.nii.gz"
+        np.testing.assert_allclose(volume.affine, expected.affine)
+
+
+def test_a_truncated_real_nifti_gz_names_the_file(tmp_path: Path) -> None:
+    data = EXAMPLE_CT.read_bytes()
+    for keep in (len(data) // 2, 200):  # voxels cut short; header cut short
+        broken = tmp_path / f"cut_{keep}.nii.gz"
+        broken.write_bytes(data[:keep])
+        with pytest.raises(NiftiError) as info:
+            read_nifti(broken)
+        assert str(broken) in info.value.one_line()
+
+
+def test_gzipped_bytes_that_are_not_nifti_name_the_file(tmp_path: Path) -> None:
+    import gzip
+
+    bad = tmp_path / "notes.nii.gz"
+    bad.write_bytes(gzip.compress(b"patient notes, not an image\n" * 40))
+    with pytest.raises(NiftiError, match="not a NIfTI") as info:
+        read_nifti(bad)
+    assert str(bad) in info.value.one_line()

@@ -65,7 +65,8 @@ def default_cpu_backend() -> str:
     """The backend ``auto`` runs on this CPU: ``openvino``, else ``onnxruntime``, else ``torch``.
 
     The same order on every x86 ISA in float32 (measured on AVX2, see the module docstring);
-    bf16 (only on CPUs that compute it natively) is torch's autocast and asked for explicitly.
+    bf16 (only on CPUs that compute it natively) is asked for explicitly and runs here too
+    (OpenVINO) or in torch's autocast.
     """
     if has_module("openvino"):
         return "openvino"

@@ -32,6 +32,7 @@ from monai.transforms import (
 from medverse.cli.main import main
 from medverse.core.errors import ModelError
 from medverse.core.volume import LabelMap
+from medverse.engine.backends import cpu_has_bf16
 from medverse.inference.loading import load_model
 from medverse.inference.predictor import Predictor
 from medverse.io.nifti import read_nifti, read_nifti_labels, write_nifti
@@ -492,3 +493,13 @@ def test_segment_starts_without_monai_once_the_bundle_is_exported(
     a = read_nifti_labels(tmp_path / "a" / "labels.nii.gz").array
     b = read_nifti_labels(tmp_path / "b" / "labels.nii.gz").array
     assert np.array_equal(a, b) and (b == 1).sum() > 1000
+    if not cpu_has_bf16():
+        return
+    bf16 = subprocess.run(  # native bf16 runs in OpenVINO too: still no MONAI
+        [sys.executable, "-c", NO_MONAI, *argv, "--precision", "bf16", "--out", f"{tmp_path}/c"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert bf16.returncode == 0, bf16.stderr
+    assert "bf16" in json.loads((tmp_path / "c" / "report.json").read_text())["model"]["network"]
+    c = read_nifti_labels(tmp_path / "c" / "labels.nii.gz").array
+    assert (c == a).mean() > 0.995
