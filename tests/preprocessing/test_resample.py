@@ -168,6 +168,26 @@ def test_prepare_normalises_each_block_before_interpolating() -> None:
         resample_tensor(raw, ct.affine, affine, shape, order=0, prepare=window.apply)
 
 
+@pytest.mark.parametrize("order", ["fortran", "c"])
+def test_finish_maps_each_block_as_after_the_whole(order: str) -> None:
+    """``finish`` in the blocks' threads gives the bits of applying it to the whole result."""
+    ct = read_nifti(EXAMPLE_CT)
+    array = np.asarray(ct.array)
+    raw = torch.from_numpy(np.asfortranarray(array) if order == "fortran" else np.ascontiguousarray(array))
+    affine, shape = grid_for_spacing(ct.affine, ct.shape, (0.9, 1.1, 1.3))
+    plan = ct_plan((0.9, 1.1, 1.3)).model_copy(update={"clip_low": -1e6, "clip_high": 1e6})
+    scale = intensity_map(raw, plan)  # no clipping: linear, so it may follow interpolation
+    assert not scale.clips(raw.dtype)
+    grid = (ct.affine, affine, shape)
+    cast = torch.Tensor.float
+    whole = scale.apply(resample_tensor(raw, *grid, order=1, padding="border", prepare=cast))
+    fused = resample_tensor(raw, *grid, order=1, padding="border", prepare=cast, finish=scale.apply)
+    assert fused.shape == shape and fused.is_contiguous()
+    assert torch.equal(fused, whole)
+    with pytest.raises(ValueError, match="order=1"):
+        resample_tensor(raw, *grid, order=0, finish=scale.apply)
+
+
 def test_rotated_or_flipped_grids_have_no_axis_map() -> None:
     rotation = np.eye(4)
     rotation[:2, :2] = [[0.0, -1.0], [1.0, 0.0]]

@@ -75,11 +75,11 @@ def prepare_volume(volume: Volume, plan: Plan, device: torch.device) -> ModelInp
         image = resample_tensor(
             raw, volume.affine, affine, shape, order=1, padding="border", prepare=intensity.apply
         )
-    else:  # no clipping: normalise after resampling float32 blocks (normalising is linear)
-        on_grid = resample_tensor(
-            raw, volume.affine, affine, shape, order=1, padding="border", prepare=_as_float32
-        )
-        image = intensity.apply(on_grid)
+    else:  # no clipping: normalise each resampled float32 block (normalising is linear)
+        image = resample_tensor(
+            raw, volume.affine, affine, shape, order=1, padding="border",
+            prepare=_as_float32, finish=intensity.apply,
+        )  # fmt: skip
     threshold = background_level(raw, plan)
     skip = None if threshold is None else intensity.value(threshold)
     return ModelInput(image, affine, volume.affine, volume.shape, skip)

@@ -151,6 +151,7 @@ def resample_tensor(
     order: int,
     padding: Padding = "zeros",
     prepare: Prepare | None = None,
+    finish: Prepare | None = None,
 ) -> torch.Tensor:
     """Resample a tensor from one grid onto another, on the tensor's device.
 
@@ -167,6 +168,9 @@ def resample_tensor(
             (cast, clip, normalise). On the block-wise path it runs one block at a time, so
             the whole source is never held as floats. Defaults to a cast to float32 (float64
             for float64 input, or integers float32 cannot hold exactly).
+        finish: Order 1 only: an elementwise map of the interpolated values (for example a
+            linear normalisation), applied block by block on the block-wise path (in the
+            blocks' threads) and to the whole result elsewhere.
 
     Returns:
         The same leading dimensions with the target spatial shape.
@@ -175,20 +179,22 @@ def resample_tensor(
         raise ValueError(f"order must be 0 (nearest) or 1 (linear), got {order}")
     if tensor.ndim not in (3, 4, 5):
         raise ValueError(f"expected a 3D, 4D or 5D tensor, got shape {tuple(tensor.shape)}")
-    if order == 0 and prepare is not None:
-        raise ValueError("prepare only applies to linear resampling (order=1)")
+    if order == 0 and (prepare is not None or finish is not None):
+        raise ValueError("prepare and finish only apply to linear resampling (order=1)")
     src = _as_numpy_affine(src_affine)
     dst = _as_numpy_affine(dst_affine)
     out_shape = (int(dst_shape[0]), int(dst_shape[1]), int(dst_shape[2]))
     if same_grid(src, tensor.shape[-3:], dst, out_shape):
         if order == 0:
             return tensor.clone()
-        return prepare(tensor) if prepare else tensor.to(_work_dtype(tensor), copy=True)
+        same = prepare(tensor) if prepare else tensor.to(_work_dtype(tensor), copy=True)
+        return finish(same) if finish else same
     mapping = axis_map(src, dst) if order == 1 and padding == "border" else None
     if mapping is not None:
         cast = partial(torch.Tensor.to, dtype=_work_dtype(tensor))
-        return _resample_aligned(tensor, mapping, out_shape, prepare or cast)
-    return _resample_general(tensor, np.linalg.inv(src) @ dst, out_shape, order, padding, prepare)
+        return _resample_aligned(tensor, mapping, out_shape, prepare or cast, finish)
+    out = _resample_general(tensor, np.linalg.inv(src) @ dst, out_shape, order, padding, prepare)
+    return finish(out) if finish else out
 
 
 def _resample_general(
@@ -212,28 +218,39 @@ def _resample_general(
 
 
 def _resample_aligned(
-    source: torch.Tensor, mapping: AxisMap, target_shape: Shape3, prepare: Prepare
+    source: torch.Tensor,
+    mapping: AxisMap,
+    target_shape: Shape3,
+    prepare: Prepare,
+    finish: Prepare | None = None,
 ) -> torch.Tensor:
     """Trilinear, border-padded resampling between grids that share their axis directions."""
     if source.ndim == 3 and not source.is_contiguous():
         flipped = source.permute(2, 1, 0)
-        if flipped.is_contiguous():
+        if flipped.is_contiguous():  # read in memory order; blocks land transposed
             reverse = AxisMap(_reversed(mapping.scale), _reversed(mapping.offset))
             target = (target_shape[2], target_shape[1], target_shape[0])
-            out = _resample_blocks(flipped, reverse, target, prepare)
-            return out.permute(2, 1, 0).contiguous()
-    return _resample_blocks(source, mapping, target_shape, prepare)
+            return _resample_blocks(flipped, reverse, target, prepare, finish, transposed=True)
+    return _resample_blocks(source, mapping, target_shape, prepare, finish)
 
 
 def _resample_blocks(
-    source: torch.Tensor, mapping: AxisMap, target_shape: Shape3, prepare: Prepare
+    source: torch.Tensor,
+    mapping: AxisMap,
+    target_shape: Shape3,
+    prepare: Prepare,
+    finish: Prepare | None = None,
+    *,
+    transposed: bool = False,
 ) -> torch.Tensor:
     """Resample in blocks of target planes along the first spatial axis (the slowest).
 
-    On a CPU the blocks after the first go to `BLOCK_THREADS` threads of one intra-op
-    thread each (the work is memory-bound and made of short operations: whole blocks in
-    parallel keep the cores busy where per-operation threading waits on OpenMP). Each block
-    is computed exactly as alone, so the result does not depend on the thread count.
+    On a CPU the blocks go to `BLOCK_THREADS` threads of one intra-op thread each (the work
+    is memory-bound and made of short operations: whole blocks in parallel keep the cores
+    busy where per-operation threading waits on OpenMP). Each block is computed exactly as
+    alone, so the result does not depend on the thread count. ``finish`` maps each finished
+    block; with ``transposed`` (a 3D source) the result is ``target_shape`` reversed,
+    contiguous, each block written straight to its place (no transposing copy after).
     """
     size = tuple(int(s) for s in source.shape[-3:])
     device = source.device
@@ -242,7 +259,8 @@ def _resample_blocks(
         for a in range(3)
     ]
     plane = max(1, target_shape[1] * target_shape[2], size[1] * size[2])
-    step = max(1, BLOCK_VOXELS // plane)
+    threads = min(BLOCK_THREADS, os.cpu_count() or 1) if device.type == "cpu" else 1
+    step = max(1, min(BLOCK_VOXELS // plane, -(-target_shape[0] // (2 * threads))))
     spans = [(i0, min(i0 + step, target_shape[0])) for i0 in range(0, target_shape[0], step)]
     if not spans:
         raise ValueError(f"empty target grid {target_shape}")
@@ -253,23 +271,29 @@ def _resample_blocks(
         values = prepare(source[..., first:last, :, :])
         values = lerp_axis(values, -1, taps[2])
         values = lerp_axis(values, -2, taps[1])
-        return lerp_axis(values, -3, taps[0].shifted(i0, i1, first))
+        values = lerp_axis(values, -3, taps[0].shifted(i0, i1, first))
+        return finish(values) if finish is not None else values
 
-    head = block(*spans[0])
-    out = torch.empty((*source.shape[:-3], *target_shape), dtype=head.dtype, device=device)
-    out[..., : spans[0][1], :, :] = head
+    probe = prepare(source[..., :1, :1, :1])  # the dtype, without a block's work
+    dtype = (finish(probe) if finish is not None else probe).dtype
+    lead = tuple(source.shape[:-3])
+    if transposed:
+        whole = torch.empty(target_shape[::-1], dtype=dtype, device=device)
+        out = whole.permute(2, 1, 0)  # a view in the target's order
+    else:
+        whole = out = torch.empty((*lead, *target_shape), dtype=dtype, device=device)
 
     def fill(span: tuple[int, int]) -> None:
         out[..., span[0] : span[1], :, :] = block(*span)
 
-    threads = min(BLOCK_THREADS, os.cpu_count() or 1, len(spans) - 1)
-    if device.type != "cpu" or threads < 2:
-        for span in spans[1:]:
+    threads = min(threads, len(spans))
+    if threads < 2:
+        for span in spans:
             fill(span)
-        return out
+        return whole
     with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        list(pool.map(fill, spans[1:]))  # list(): a block's error is raised here
-    return out
+        list(pool.map(fill, spans))  # list(): a block's error is raised here
+    return whole
 
 
 def _reversed(values: tuple[float, float, float]) -> tuple[float, float, float]:
