@@ -173,7 +173,8 @@ def test_finish_maps_each_block_as_after_the_whole(order: str) -> None:
     """``finish`` in the blocks' threads gives the bits of applying it to the whole result."""
     ct = read_nifti(EXAMPLE_CT)
     array = np.asarray(ct.array)
-    raw = torch.from_numpy(np.asfortranarray(array) if order == "fortran" else np.ascontiguousarray(array))
+    laid = np.asfortranarray(array) if order == "fortran" else np.ascontiguousarray(array)
+    raw = torch.from_numpy(laid)
     affine, shape = grid_for_spacing(ct.affine, ct.shape, (0.9, 1.1, 1.3))
     plan = ct_plan((0.9, 1.1, 1.3)).model_copy(update={"clip_low": -1e6, "clip_high": 1e6})
     scale = intensity_map(raw, plan)  # no clipping: linear, so it may follow interpolation
