@@ -7,8 +7,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from medverse.core.settings import Settings
+from medverse.service.app import create_app
+from medverse.service.db import Database
 from medverse.service.tables import AuditEvent
-from tests.service.conftest import Api, add_token
+from tests.service.conftest import Api, TestClient, add_token
 
 LOINC = "http://loinc.org"
 
@@ -109,3 +112,18 @@ def test_alert_reaches_a_second_users_live_socket_within_a_second(api: Api) -> N
     with api.client.websocket_connect("/api/icu/live") as refused:
         refused.send_json({"type": "join", "token": "mvt_bogus"})
         assert refused.receive_json()["type"] == "error"
+
+
+def test_shutting_the_service_down_stops_the_icu_writer(settings: Settings, db: Database) -> None:
+    """The writer task lives on the serving loop: shutdown stops it; what it stored stays."""
+    admin = add_token(db, settings, "admin-1", "admin")
+    url = "/api/icu/wards/ICU3/beds/B2/observations"
+    with TestClient(create_app(settings, run_worker=False)) as client:
+        stored = client.post(url, json=observation("8867-4", 120, "/min", "s1"), headers=admin)
+        assert stored.status_code == 201, stored.text
+        runtime = client.app.state.icu_runtime  # type: ignore[attr-defined]
+        assert runtime.ingestor.running
+    assert not runtime.ingestor.running
+    with TestClient(create_app(settings, run_worker=False)) as client:
+        beds = client.get("/api/icu/wards/ICU3/beds", headers=admin).json()
+    assert [(b["bed"], b["values"]["pulse"]) for b in beds] == [("B2", 120.0)]

@@ -79,6 +79,11 @@ class Ingestor:
         self._lock = threading.Lock()  # the monitor is used by the writer thread and `acknowledge`
         monitor.alerts.start_ids_after(store.last_alert_id())
 
+    @property
+    def running(self) -> bool:
+        """True while the consumer task is alive (between `start` and `stop`)."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         """Start the consumer on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._consume())

@@ -108,6 +108,10 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         finally:
             if thread is not None:
                 await run_in_threadpool(thread.stop)
+            icu = getattr(_app.state, "icu_runtime", None)
+            if icu is not None:  # its writer task lives on this loop: stop it before the loop
+                await icu.ingestor.stop()
+                icu.store.dispose()
             services.db.dispose()
 
     app = FastAPI(
