@@ -267,6 +267,7 @@ def race(
     """
     from bench_inference_pipelines import calibrate_int8
 
+    from medverse.engine.backends import resolve_kind
     from medverse.engine.openvino_backend import cached_onnx
     from medverse.inference.loading import load_model
     from medverse.inference.predictor import Predictor
@@ -280,7 +281,8 @@ def race(
     start = time.perf_counter()
     model = load_model(bundle, map_location="cpu", lazy=True)  # caches its description
     cached_onnx(model)
-    network = "torch bfloat16 autocast" if precision == "bf16" else "openvino float32"
+    kind = resolve_kind(torch.device("cpu"), "auto", precision)
+    network = f"{kind} {'float32' if precision == 'fp32' else precision}"
     if precision != "fp32":
         medverse_args += ["--precision", precision]
     if precision == "int8" and calibration is not None:
