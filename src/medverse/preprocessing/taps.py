@@ -74,9 +74,18 @@ def linear_taps(
     return Taps(low, high, weight)
 
 
+_NUMPY_TAKE = (torch.float32, torch.float64, torch.uint8, torch.int16, torch.int32, torch.int64)
+
+
 def take(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
-    """``x.index_select(axis, index)`` by advanced indexing (several times faster on a CPU)."""
+    """``x.index_select(axis, index)``, the same values, by the fastest gather for the case.
+
+    On a CPU, along any axis but the first, numpy's ``take`` (2-4x torch's advanced indexing,
+    which is itself several times ``index_select`` there); elsewhere advanced indexing.
+    """
     axis = axis % x.ndim
+    if axis and x.device.type == "cpu" and x.dtype in _NUMPY_TAKE and not x.requires_grad:
+        return torch.from_numpy(np.take(x.numpy(), index.numpy(), axis))
     return x[(slice(None),) * axis + (index,)]
 
 
