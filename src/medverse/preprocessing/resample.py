@@ -260,7 +260,8 @@ def _resample_blocks(
     ]
     plane = max(1, target_shape[1] * target_shape[2], size[1] * size[2])
     threads = min(BLOCK_THREADS, os.cpu_count() or 1) if device.type == "cpu" else 1
-    step = max(1, min(BLOCK_VOXELS // plane, -(-target_shape[0] // (2 * threads))))
+    parts = 2 * threads if threads > 1 else 1  # CPU: at least two blocks per thread
+    step = max(1, min(BLOCK_VOXELS // plane, -(-target_shape[0] // parts)))
     spans = [(i0, min(i0 + step, target_shape[0])) for i0 in range(0, target_shape[0], step)]
     if not spans:
         raise ValueError(f"empty target grid {target_shape}")
